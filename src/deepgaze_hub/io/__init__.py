@@ -1,0 +1,1 @@
+"""Reading users' files (images) and writing outputs atomically."""

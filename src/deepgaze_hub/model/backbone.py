@@ -1,0 +1,241 @@
+"""The frozen feature network: any torchvision classifier by name, or any module the user brings.
+
+`FeatureExtractor` reads the outputs of named submodules ("taps") and stops the network as soon
+as the last tap has been produced, so nothing after it runs. Tapped outputs are copied at the
+moment they are produced: torchvision's ReLUs work in place and would otherwise overwrite a
+tapped convolution output (conv5_1 and relu5_1 of VGG-19 would come out identical).
+
+The network is frozen: its parameters never require gradients, it stays in eval mode whatever
+``train()`` is called with, and it is kept out of the model's ``state_dict`` (the weights come
+from torchvision or from the user, never from our checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import DeepGazeError
+from .config import BackboneConfig, ConfigError
+
+#: Side length of the dry-run input used to discover which modules the taps need.
+_PROBE_SIZE = 224
+
+
+class _AllTapsCaptured(Exception):
+    """Raised inside a forward hook to stop the network once every tap has been read."""
+
+
+class BackboneError(DeepGazeError, RuntimeError):
+    """The backbone could not be built or run; the message says what to do."""
+
+
+class FeatureExtractor(nn.Module):
+    """Wrap a network and return the outputs of its submodules ``layers``.
+
+    Args:
+        network: any ``nn.Module`` taking a normalised (B, 3, H, W) image batch.
+        layers: dotted names of submodules (as in ``network.named_modules()``) to read, in order.
+        mean, std: per-channel normalisation applied after dividing the input by ``input_scale``.
+        input_scale: the input is divided by this first (255 for 0-255 inputs).
+
+    ``forward(images)`` takes (B, 3, H, W) floats in ``[0, input_scale]`` and returns a list of
+    (B, C_i, H_i, W_i) tensors, one per layer. It always runs without gradients and in eval mode.
+    A module that runs several times is read on its first call.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        layers: Sequence[str],
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        input_scale: float = 255.0,
+    ) -> None:
+        super().__init__()
+        modules = dict(network.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            sample = [name for name in modules if name][:12]
+            raise ConfigError(
+                f"backbone has no submodules named {missing}; names look like {sample} "
+                "(see network.named_modules())"
+            )
+        self.network = network
+        self.layers = tuple(layers)
+        self.input_scale = float(input_scale)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        network.requires_grad_(False)
+        network.eval()
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        super().train(mode)
+        self.network.eval()  # frozen: batch-norm statistics and dropout never change
+        return self
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images / self.input_scale - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        wanted = list(dict.fromkeys(self.layers))
+        captured: dict[str, torch.Tensor] = {}
+        modules = dict(self.network.named_modules())
+
+        def make_hook(name: str):
+            def hook(module: nn.Module, args: object, output: object) -> None:
+                if name in captured:
+                    return
+                if not isinstance(output, torch.Tensor):
+                    raise BackboneError(f"tapped module {name!r} returned {type(output).__name__}, not a tensor")
+                captured[name] = output.clone()  # later in-place ops must not change it
+                if len(captured) == len(wanted):
+                    raise _AllTapsCaptured
+
+            return hook
+
+        handles = [modules[name].register_forward_hook(make_hook(name)) for name in wanted]
+        try:
+            with torch.no_grad():
+                self.network(self.normalize(images))
+        except _AllTapsCaptured:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        not_run = [name for name in wanted if name not in captured]
+        if not_run:
+            raise BackboneError(f"the backbone finished without running the tapped modules {not_run}")
+        return [captured[name] for name in self.layers]
+
+    def infer_channels(self) -> list[int]:
+        """Channels of each tapped output, from a dry run on a blank image."""
+        parameter = next(self.network.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        blank = torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE, device=device)
+        return [int(out.shape[1]) for out in self(blank)]
+
+
+def build_backbone(config: BackboneConfig) -> FeatureExtractor:
+    """Build the torchvision backbone named by ``config``, pruned to the modules the taps need.
+
+    Weights come from torchvision's weights API (downloaded once into torch's hub cache, the
+    cached file checked against its hash and read with ``weights_only=True``), from a local
+    ``.safetensors`` file, or, with ``weights=None``, from a random initialisation seeded by
+    ``config.init_seed`` (the same seed gives the same backbone for a given torch version).
+    """
+    import torchvision
+
+    if config.name == "custom":
+        raise ConfigError(
+            "this model uses a custom backbone module: pass it as DeepGaze(config, backbone=module) "
+            "or from_pretrained(..., backbone=module)"
+        )
+    if config.name not in torchvision.models.list_models(module=torchvision.models):
+        raise ConfigError(
+            f"unknown torchvision classification model {config.name!r}; "
+            "see torchvision.models.list_models(module=torchvision.models)"
+        )
+    needed = _modules_needed(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)
+        network = torchvision.models.get_model(config.name, weights=None)
+    pruned = _prune(network, needed)
+    if config.weights is not None:
+        state = _load_backbone_state(config)
+        state = {key: value for key, value in state.items() if not key.startswith(pruned)}
+        result = network.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise BackboneError(
+                f"backbone weights {config.weights!r} do not fit {config.name}: "
+                f"missing {list(result.missing_keys)[:10]}, unexpected {list(result.unexpected_keys)[:10]}"
+            )
+    return FeatureExtractor(
+        network, config.layers, mean=config.mean, std=config.std, input_scale=config.input_scale
+    )
+
+
+def _modules_needed(config: BackboneConfig) -> set[str]:
+    """Names of the modules that run before the last tap, found with a dry run on the meta device."""
+    import torchvision
+
+    with torch.device("meta"):
+        probe = torchvision.models.get_model(config.name, weights=None)
+    extractor = FeatureExtractor(probe, config.layers, mean=config.mean, std=config.std).to("meta")
+    executed: set[str] = set()
+    handles = [
+        module.register_forward_pre_hook(lambda module, args, name=name: executed.add(name))
+        for name, module in probe.named_modules()
+    ]
+    try:
+        extractor(torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return executed
+
+
+def _prune(network: nn.Module, needed: set[str]) -> tuple[str, ...]:
+    """Replace every subtree that never runs with ``nn.Identity``; return the pruned key prefixes."""
+    pruned: list[str] = []
+    for name, _ in list(network.named_modules()):
+        if not name or name in needed or any(name.startswith(prefix) for prefix in pruned):
+            continue
+        if any(other.startswith(name + ".") for other in needed):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = network.get_submodule(parent_name) if parent_name else network
+        setattr(parent, child, nn.Identity())
+        pruned.append(name + ".")
+    return tuple(pruned)
+
+
+def _load_backbone_state(config: BackboneConfig) -> dict[str, torch.Tensor]:
+    weights = str(config.weights)
+    if weights.endswith(".safetensors") or os.path.sep in weights:
+        from safetensors.torch import load_file
+
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BackboneError(f"backbone weights file {path} does not exist")
+        return load_file(str(path))
+
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(config.name)
+    try:
+        entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except KeyError:
+        raise ConfigError(
+            f"{config.name} has no weights {weights!r}; available: {[member.name for member in enum]}"
+        ) from None
+    try:
+        state = entry.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as error:  # network, hash or file errors: say where the file must go
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+        raise BackboneError(
+            f"could not load {config.name} weights {entry} from {entry.url} ({error}). "
+            f"Download that file to {cached} (torch's hub cache, set by $TORCH_HOME) or use "
+            "weights=None for a random backbone."
+        ) from error
+    if config.name.startswith("densenet"):
+        state = _rename_legacy_densenet_keys(state)
+    return state
+
+
+def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's DenseNet files use old key names ("norm.1"); the modules are now "norm1"."""
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    )
+    renamed = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        renamed[match.group(1) + match.group(2) if match else key] = value
+    return renamed

@@ -1,0 +1,76 @@
+"""The model's centre bias: a log-density template over normalised image coordinates.
+
+The template is a (rows, cols) grid covering the image from edge to edge whatever its size or
+aspect ratio (x / width, y / height), like a centre bias fitted on normalised fixation coordinates.
+For an image of size (H, W) it is resized bilinearly (antialiased when shrinking) and renormalised,
+so one stored template serves every image size: no hand rescaling of a 1024 x 1024 file.
+
+Before any data has been seen, the template is `default_centerbias_template`: a generic prior, not a
+fitted one. Fit your own from fixations and install it with `DeepGaze.set_centerbias`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Std of the default centre bias, as a fraction of the image width (x) and height (y).
+DEFAULT_CENTERBIAS_SIGMA = 0.25
+#: Weight of the uniform density mixed into the default centre bias.
+DEFAULT_CENTERBIAS_UNIFORM = 0.05
+
+
+def default_centerbias_template(shape: Sequence[int]) -> torch.Tensor:
+    """The generic prior used before a centre bias is fitted, as a (rows, cols) log density.
+
+    An isotropic Gaussian in normalised coordinates centred on the image (std 0.25 of the width and
+    of the height) mixed with a uniform density of weight 0.05, evaluated at the cell centres.
+    """
+    rows, cols = shape
+    y = (torch.arange(rows, dtype=torch.float64) + 0.5) / rows - 0.5
+    x = (torch.arange(cols, dtype=torch.float64) + 0.5) / cols - 0.5
+    gauss = torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * DEFAULT_CENTERBIAS_SIGMA**2))
+    density = (1 - DEFAULT_CENTERBIAS_UNIFORM) * gauss / gauss.sum() + DEFAULT_CENTERBIAS_UNIFORM / (rows * cols)
+    return density.log().float()
+
+
+def normalize_log_density(log_density: torch.Tensor) -> torch.Tensor:
+    """Shift (..., H, W) log densities so that ``exp`` sums to 1 over the last two axes."""
+    return log_density - log_density.logsumexp(dim=(-2, -1), keepdim=True)
+
+
+class CenterBias(nn.Module):
+    """Holds the template (buffer ``log_density``, (rows, cols)) and evaluates it at any size."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("log_density", default_centerbias_template(shape))
+
+    def set_template(self, log_density: torch.Tensor) -> None:
+        """Install a (rows, cols) log-density template; it is resized to this module's shape."""
+        template = torch.as_tensor(log_density, dtype=torch.float32)
+        if template.ndim != 2 or min(template.shape) < 2:
+            raise ValueError(f"a centre-bias template must be a 2-d (rows, cols) array, got {tuple(template.shape)}")
+        if not torch.isfinite(template).all():
+            raise ValueError("the centre-bias template has NaN or infinite values; mix in a uniform term")
+        if template.shape != self.log_density.shape:
+            template = _resize_log(template, tuple(self.log_density.shape))
+        self.log_density.copy_(normalize_log_density(template).to(self.log_density.device))
+
+    def forward(self, size: Sequence[int]) -> torch.Tensor:
+        """The centre-bias log density for an image of ``size`` = (H, W), shape (H, W), sums to 1."""
+        return normalize_log_density(_resize_log(self.log_density, (int(size[0]), int(size[1]))))
+
+
+def _resize_log(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    out = F.interpolate(template[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out[0, 0]
+
+
+def log_uniform(size: Sequence[int]) -> float:
+    """Log density of the uniform distribution over an (H, W) image, per pixel."""
+    return -math.log(size[0] * size[1])

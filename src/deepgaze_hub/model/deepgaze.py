@@ -1,0 +1,268 @@
+"""`DeepGaze`: frozen backbone, K readouts, finalizer, centre bias; a mixture of K members.
+
+Shapes and units used throughout:
+
+* images: (B, 3, H, W) float, values in [0, 255] like the reference (``predict`` converts anything);
+* log densities: natural logarithm (nats) per pixel, (B, H, W), ``exp(out).sum((-2, -1)) == 1``;
+* centre bias: (B, H, W) or (H, W) log density (normalisation does not matter; it is redone).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from ..io.images import ImageError, ImageInput, describe, load_image
+from .backbone import BackboneError, FeatureExtractor, build_backbone
+from .centerbias import CenterBias
+from .config import DeepGazeConfig
+from .finalizer import Finalizer
+from .readout import EnsembleReadout
+from .resize import resize, shrink
+
+Members = int | Sequence[int] | torch.Tensor | None
+
+
+class DeepGaze(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="deepgaze-hub",
+    license="apache-2.0",
+    tags=["saliency", "eye-tracking", "fixation-prediction", "deepgaze"],
+    paper_url="https://arxiv.org/abs/1610.01563",
+):
+    """DeepGaze II (Kümmerer, Wallis & Bethge 2016) and its ensembles.
+
+    Args:
+        config: the architecture (`DeepGazeConfig`); the defaults are the DeepGaze II reference
+            with ImageNet VGG-19 weights.
+        backbone: optional network to use instead of building ``config.backbone``: any
+            ``nn.Module`` (its submodules ``config.backbone.layers`` are read) or a ready
+            `FeatureExtractor`. Needed for backbones that torchvision does not provide.
+
+    The backbone runs once per image whatever the number of members K. It is frozen, always in
+    eval mode, and deliberately not a registered submodule: its weights are not parameters of
+    this model, not in ``state_dict()`` or checkpoints, and never seen by an optimiser; ``.to()``
+    and friends still move it.
+    """
+
+    def __init__(self, config: DeepGazeConfig | None = None, *, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        config = copy.deepcopy(config) if config is not None else DeepGazeConfig()
+        bb = config.backbone
+        if backbone is None:
+            extractor = build_backbone(bb)
+        elif isinstance(backbone, FeatureExtractor):
+            extractor = backbone
+        else:
+            extractor = FeatureExtractor(backbone, bb.layers, mean=bb.mean, std=bb.std, input_scale=bb.input_scale)
+        if bb.channels is None:
+            bb.channels = extractor.infer_channels()
+        object.__setattr__(self, "_backbone", extractor)  # not registered: see class docstring
+        self.config = config
+        self.readout = EnsembleReadout(sum(bb.channels), config.readout_channels, config.num_members, config.nonlinearity)
+        self.finalizer = Finalizer(
+            config.num_members,
+            initial_sigma=config.initial_sigma,
+            truncate=config.blur_truncate,
+            initial_centerbias_weight=config.initial_centerbias_weight,
+            saliency_map_factor=config.saliency_map_factor,
+            resize_mode=config.resize_mode,
+            learn_sigma=config.learn_sigma,
+            learn_centerbias_weight=config.learn_centerbias_weight,
+        )
+        self.centerbias = CenterBias(config.centerbias_shape)
+
+    # -- module plumbing -------------------------------------------------------------------------
+    @property
+    def backbone(self) -> FeatureExtractor:
+        return self._backbone
+
+    @property
+    def num_members(self) -> int:
+        return self.config.num_members
+
+    @property
+    def device(self) -> torch.device:
+        return self.centerbias.log_density.device
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .half() ... reach the backbone too
+        super()._apply(fn, recurse)
+        self._backbone._apply(fn, recurse)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.config.backbone.name!r}, layers={list(self._backbone.layers)}, members={self.num_members}"
+
+    def set_centerbias(self, log_density: torch.Tensor) -> None:
+        """Install a fitted centre-bias template, (rows, cols) log density over normalised coordinates."""
+        self.centerbias.set_template(log_density)
+
+    # -- forward pass ----------------------------------------------------------------------------
+    def readout_size(self, image_size: Sequence[int]) -> tuple[int, int]:
+        """(rows, cols) of the readout grid for an image of (H, W) pixels."""
+        scale = self.config.downsample * self.config.readout_factor
+        return math.ceil(image_size[0] / scale), math.ceil(image_size[1] / scale)
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features on the readout grid: (B, sum of tapped channels, h, w).
+
+        ``images`` (B, 3, H, W) in [0, 255]. This is what the feature cache stores.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        mode = self.config.resize_mode
+        small = shrink(images, self.config.downsample, mode)
+        try:
+            maps = self._backbone(small)
+        except RuntimeError as error:
+            raise BackboneError(
+                f"the backbone {self.config.backbone.name} failed on an image of {images.shape[-2]}x"
+                f"{images.shape[-1]} pixels ({small.shape[-2]}x{small.shape[-1]} after downsampling); "
+                f"images this small are not supported. ({error})"
+            ) from error
+        grid = self.readout_size(images.shape[-2:])
+        return torch.cat([resize(m, grid, mode) for m in maps], dim=1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        centerbias: torch.Tensor | None = None,
+        members: Members = None,
+    ) -> torch.Tensor:
+        """Log density (B, H, W) in nats for images (B, 3, H, W) with values in [0, 255].
+
+        Args:
+            centerbias: (B, H, W) or (H, W) log density; default: the stored template.
+            members: which members form the mixture: ``None`` all, an int one member alone,
+                a sequence a sub-mixture.
+        """
+        features = self.extract_features(images)
+        return self.log_density_from_features(features, images.shape[-2:], centerbias, members)
+
+    def member_log_densities(
+        self, images: torch.Tensor, centerbias: torch.Tensor | None = None, members: Members = None
+    ) -> torch.Tensor:
+        """Every selected member's own log density, (B, K', H, W), from one backbone pass."""
+        features = self.extract_features(images)
+        return self.log_density_from_features(features, images.shape[-2:], centerbias, members, mixture=False)
+
+    def log_density_from_features(
+        self,
+        features: torch.Tensor,
+        image_size: Sequence[int],
+        centerbias: torch.Tensor | None = None,
+        members: Members = None,
+        mixture: bool = True,
+    ) -> torch.Tensor:
+        """Readout + finalizer on precomputed `extract_features` output (B, C, h, w).
+
+        Returns (B, H, W) (``mixture=True``) or (B, K', H, W) log densities for (H, W) = image_size.
+        """
+        height, width = int(image_size[0]), int(image_size[1])
+        index = self._member_index(members, features.device)
+        bias = self._centerbias_for(centerbias, features.shape[0], (height, width), features.device)
+        readout = self.readout(features, index)
+        return self.finalizer(readout, bias, index, mixture=mixture)
+
+    def _member_index(self, members: Members, device: torch.device) -> torch.Tensor:
+        if members is None:
+            index = torch.arange(self.num_members)
+        else:
+            index = torch.as_tensor(members, dtype=torch.long).reshape(-1).cpu()
+            if index.numel() == 0 or index.min() < 0 or index.max() >= self.num_members:
+                raise ValueError(f"members must be in [0, {self.num_members}), got {index.tolist()}")
+        return index.to(device)
+
+    def _centerbias_for(self, centerbias, batch: int, size: tuple[int, int], device) -> torch.Tensor:
+        if centerbias is None:
+            return self.centerbias(size).to(device).expand(batch, *size)
+        bias = torch.as_tensor(centerbias, dtype=torch.float32, device=device)
+        if bias.ndim == 2:
+            bias = bias.expand(batch, *bias.shape)
+        if tuple(bias.shape) != (batch, *size):
+            raise ValueError(f"centerbias must be (B, H, W) = {(batch, *size)} or (H, W), got {tuple(bias.shape)}")
+        if not torch.isfinite(bias).all():
+            raise ValueError("centerbias has NaN or infinite values; it must be a finite log density")
+        return bias
+
+    # -- convenience -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        centerbias: Any = None,
+        members: Members = None,
+        batch_size: int = 8,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Log densities (nats) for images of any kind and size, each at its own size, on the CPU.
+
+        ``images``: one image (path, bytes, PIL image, numpy array (H, W[, C]), tensor ([C,] H, W))
+        or a list of them; a 4-d tensor or array is a batch. Integer pixels are read at their
+        type's full range, float pixels must be in [0, 1] (see `deepgaze_hub.io.images`).
+        Returns an (H, W) tensor for one image, (B, H, W) for a batch, a list for a list.
+        ``centerbias``: None (template), or one (H, W) log density per image, in the same shape.
+        Same-size images are processed ``batch_size`` at a time.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            if isinstance(images, (list, tuple)):
+                return self._predict_list(list(images), centerbias, members, batch_size)
+            if getattr(images, "ndim", None) == 4:  # a batch: tensor (B, C, H, W) or array (B, H, W, C)
+                biases = None if centerbias is None else list(centerbias)
+                return torch.stack(self._predict_list(list(images), biases, members, batch_size))
+            biases = None if centerbias is None else [centerbias]
+            return self._predict_list([images], biases, members, batch_size)[0]
+        finally:
+            self.train(was_training)
+
+    def _predict_list(self, images: list, centerbias: list | None, members: Members, batch_size: int) -> list[torch.Tensor]:
+        if centerbias is not None and len(centerbias) != len(images):
+            raise ValueError(f"got {len(centerbias)} centre biases for {len(images)} images")
+        tensors = [load_image(image, describe(image, i)) for i, image in enumerate(images)]
+        results: list[torch.Tensor | None] = [None] * len(tensors)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, tensor in enumerate(tensors):
+            by_size.setdefault(tuple(tensor.shape[-2:]), []).append(i)
+        for size, indices in by_size.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                batch = torch.stack([tensors[i] for i in chunk]).to(self.device)
+                bias = None if centerbias is None else torch.stack([torch.as_tensor(centerbias[i], dtype=torch.float32) for i in chunk])
+                try:
+                    out = self(batch, centerbias=bias, members=members)
+                except BackboneError as error:
+                    names = ", ".join(describe(images[i], i) for i in chunk)
+                    raise ImageError(f"{names}: {error}") from error
+                for i, log_density in zip(chunk, out):
+                    results[i] = log_density.float().cpu()
+        return results  # type: ignore[return-value]
+
+    # -- persistence (huggingface_hub mixin) -----------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .serialization import save_model_files
+
+        save_model_files(self, Path(save_directory))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DeepGaze:
+        """Load a model saved with `save_pretrained`: a local directory or a Hugging Face repo id.
+
+        Only ``model.safetensors`` is ever read (never a pickle), and loading is strict: missing,
+        unexpected or misshapen tensors raise an error listing them. Keyword arguments:
+        ``revision`` (pin a commit hash for reproducibility), ``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``, ``map_location`` (default ``"cpu"``) and ``backbone`` (a
+        module, for models whose backbone torchvision cannot build).
+        """
+        from .serialization import load_model
+
+        return load_model(cls, str(pretrained_model_name_or_path), **kwargs)
