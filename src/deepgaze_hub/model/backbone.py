@@ -73,12 +73,11 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         network.requires_grad_(False)
-        network.eval()
+        self.eval()
 
     def train(self, mode: bool = True) -> FeatureExtractor:
-        super().train(mode)
-        self.network.eval()  # frozen: batch-norm statistics and dropout never change
-        return self
+        # Frozen: always eval mode (batch-norm statistics and dropout never change), whatever `mode`.
+        return super().train(False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images / self.input_scale - self.mean) / self.std

@@ -36,7 +36,7 @@ BACKBONE_PRESETS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
     ),
     "resnext50_32x4d": (
         ("layer3.5.conv1", "layer3.5.conv2", "layer3.4.conv2", "layer4.2.conv2"),
-        (256, 256, 256, 512),
+        (512, 512, 512, 1024),
     ),
 }
 

@@ -1,0 +1,91 @@
+"""Forward-pass cost of DeepGaze ensembles on one image, measured side by side in one run.
+
+Prints, at 1024x768 (default) with a VGG-19 backbone (random weights: timing does not depend
+on their values):
+
+* 10-member ensemble forward / single-member forward (goal <= 1.05: members share the backbone);
+* backbone-only time / full forward time (how much of a prediction is the frozen network);
+* our finalizer for K members vs the reference's per-member interpolate + conv1d finalizer.
+
+Timings interleave the variants and report medians, so machine load affects all alike.
+
+    python benchmarks/bench_model.py [--size 1024x768] [--repeats 7] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_impl import member_log_density  # noqa: E402  (the literal reference finalizer)
+
+from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig  # noqa: E402
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    width, height = map(int, args.size.lower().split("x"))
+    device = torch.device(args.device)
+
+    torch.manual_seed(0)
+    backbone = BackboneConfig(weights=None)
+    single = DeepGaze(DeepGazeConfig(backbone=backbone, num_members=1)).to(device).eval()
+    ensemble = DeepGaze(DeepGazeConfig(backbone=backbone, num_members=args.members), backbone=single.backbone).to(device).eval()
+    images = (torch.rand(1, 3, height, width) * 255).to(device)
+    centerbias = single.centerbias((height, width)).to(device)[None]
+    features = ensemble.extract_features(images)
+
+    variants = {
+        "single": lambda: single(images),
+        "ensemble": lambda: ensemble(images),
+        "backbone": lambda: single.extract_features(images),
+        "finalizer_ours": lambda: ensemble.log_density_from_features(features, (height, width), centerbias),
+        "finalizer_reference": lambda: torch.stack(
+            [member_log_density(ensemble, images, centerbias, k, features) for k in range(args.members)]
+        ).logsumexp(0),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.no_grad():
+        for fn in variants.values():  # warm-up
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                times[name].append(timed(fn, device))
+    median = {name: statistics.median(values) for name, values in times.items()}
+
+    print(f"deepgaze-hub forward benchmark: {width}x{height}, VGG-19, K={args.members}, device={device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    for name, value in median.items():
+        print(f"  {name:<20} median {value * 1000:8.1f} ms  (min {min(times[name]) * 1000:.1f} ms, {args.repeats} runs)")
+    print(f"ratio {args.members}-member / single-member forward: {median['ensemble'] / median['single']:.3f}  (goal <= 1.05)")
+    print(f"ratio backbone-only / full single-member forward:   {median['backbone'] / median['single']:.3f}")
+    print(f"ratio reference finalizer / ours (K={args.members}):          {median['finalizer_reference'] / median['finalizer_ours']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

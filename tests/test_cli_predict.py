@@ -1,0 +1,70 @@
+"""``deepgaze-hub predict`` end to end on a folder with a bad file in it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
+from deepgaze_hub.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DeepGaze(
+        DeepGazeConfig(
+            backbone=BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"], channels=None),
+            num_members=2,
+        )
+    )
+    directory = tmp_path_factory.mktemp("model")
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray((rng.random((90, 120, 3)) * 255).astype(np.uint8)).save(folder / "a.png")
+    Image.fromarray((rng.random((70, 100)) * 255).astype(np.uint8)).save(folder / "sub" / "b.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "notes.txt").write_text("not an image, not picked up")
+    return folder
+
+
+def test_predict_writes_npy_and_png_skips_bad_files_and_resumes(model_dir, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["predict", str(images), "--model", str(model_dir), "--out", str(out)])
+    assert status == 1  # one image failed
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "wrote 2 of 3" in err
+    a = np.load(out / "photos" / "a.npy")
+    assert a.shape == (90, 120) and a.dtype == np.float32
+    assert abs(np.exp(a.astype(np.float64)).sum() - 1) < 1e-4
+    expected = DeepGaze.from_pretrained(model_dir).predict(images / "a.png").numpy()
+    np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-5)
+    assert Image.open(out / "photos" / "sub" / "b.png").size == (100, 70)
+    assert not list(out.rglob("*.partial")) and not (out / "photos" / "broken.npy").exists()
+
+    before = (out / "photos" / "a.npy").stat().st_mtime_ns
+    status = main(["predict", str(images), "--model", str(model_dir), "--out", str(out), "--format", "npy,png"])
+    assert status == 1 and "2 already done" in capsys.readouterr().err
+    assert (out / "photos" / "a.npy").stat().st_mtime_ns == before
+
+
+def test_single_file_and_npy_only(model_dir, images, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", str(images / "a.png"), "--model", str(model_dir), "--out", str(out), "--format", "npy"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy"]
+
+
+def test_bad_arguments_are_errors_not_tracebacks(model_dir, images, tmp_path, capsys):
+    assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path), "--format", "gif"]) == 2
+    assert "--format" in capsys.readouterr().err
+    assert main(["predict", str(images / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a model directory" in capsys.readouterr().err
