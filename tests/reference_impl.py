@@ -55,7 +55,8 @@ def member_log_density(
     layers = model.readout.layers
     for j, layer in enumerate(layers):
         weight = layer.weight[member].detach()
-        x = F.conv2d(x, weight[:, :, None, None], layer.bias[member].detach())
+        bias = layer.bias[member].detach() if layer.bias is not None else None
+        x = F.conv2d(x, weight[:, :, None, None], bias)
         if j < len(layers) - 1:
             x = F.softplus(x) if cfg.nonlinearity == "softplus" else F.relu(x)
     # finalizer

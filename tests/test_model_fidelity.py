@@ -83,3 +83,32 @@ def test_members_must_exist():
     model = make_tiny_model(num_members=2)
     with pytest.raises(ValueError, match="members must be in"):
         model(random_images(1, 64, 64), members=2)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "antialias"])
+def test_log_density_at_fixations_equals_indexing_the_full_maps(mode):
+    model = make_tiny_model(num_members=3, resize_mode=mode)
+    images = random_images(2, 75, 101, seed=8)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(50, generator=generator) * 101
+    y = torch.rand(50, generator=generator) * 75
+    batch = torch.randint(0, 2, (50,), generator=generator)
+    with torch.no_grad():
+        full = model.member_log_densities(images)
+        features = model.extract_features(images)
+        at = model.log_density_at(features, (75, 101), batch, x, y)
+    torch.testing.assert_close(at, full[batch, :, y.long(), x.long()], rtol=1e-6, atol=1e-6)
+
+
+def test_stacking_and_selecting_members_round_trip():
+    from deepgaze_hub.model.ensemble import select_members, stack_members
+
+    model = make_tiny_model(num_members=3)
+    images = random_images(1, 64, 72, seed=2)
+    parts = [select_members(model, [k]) for k in range(3)]
+    assert all(part.backbone is model.backbone for part in parts)
+    rebuilt = stack_members(parts)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images), model(images))
+        torch.testing.assert_close(parts[1](images), model(images, members=1))
+        torch.testing.assert_close(select_members(model, [2, 0])(images), model(images, members=[0, 2]))

@@ -12,6 +12,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    HfHubHTTPError,
     HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
@@ -69,11 +70,13 @@ def resolve_model_files(
             reason = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only)" if offline else "the Hub could not be reached"
             raise WeightsError(
                 f"{where}: {filename} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {reason}. "
-                "Download it once with network access (the same call without offline mode), or pass a "
-                "local directory made with save_pretrained."
+                "Run the same call once with network access (HF_HUB_OFFLINE unset) to fill the cache, "
+                "or pass a local directory made with save_pretrained."
             ) from None
         except EntryNotFoundError:
             raise WeightsError(_missing_file_message(source, revision, filename, token)) from None
+        except HfHubHTTPError as error:
+            raise WeightsError(f"{where}: the Hub could not serve {filename} ({error}); try again later") from None
     return files[0], files[1]
 
 
@@ -89,13 +92,16 @@ def _local_files(directory: Path) -> tuple[Path, Path]:
 
 def _missing_file_message(repo_id: str, revision: str | None, filename: str, token) -> str:
     where = f"{repo_id}@{revision or 'main'}"
-    if filename != WEIGHTS_FILE:
-        return f"{where}: the repo has no {filename}; it was not written by deepgaze-hub's save_pretrained/push_to_hub"
     try:
         names = HfApi(token=token).list_repo_files(repo_id, revision=revision)
     except Exception:  # the listing is only for a better message
         names = []
-    return _missing_weights_message(where, names)
+    if filename == WEIGHTS_FILE or (WEIGHTS_FILE not in names and any(n.endswith(PICKLE_SUFFIXES) for n in names)):
+        return _missing_weights_message(where, names)
+    return (
+        f"{where}: the repo has no {filename} (files: {names[:20]}); it was not written by "
+        "deepgaze-hub's save_pretrained/push_to_hub"
+    )
 
 
 def _missing_weights_message(where: str, names: list[str]) -> str:

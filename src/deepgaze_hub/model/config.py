@@ -60,7 +60,8 @@ class BackboneConfig:
         weights: torchvision weights enum member (``"IMAGENET1K_V1"``, ``"DEFAULT"``), a path to a
             ``.safetensors`` state dict, or ``None`` for a random initialisation seeded by ``init_seed``.
         layers: dotted submodule names whose outputs are tapped, in concatenation order.
-        channels: channels of each tapped output; ``None`` means "infer with a dry run".
+        channels: channels of each tapped output; ``None`` (default) means "infer with a dry run";
+            the model then records them, so saved configs always carry them.
         mean, std: per-channel normalisation applied after dividing by ``input_scale``.
         input_scale: the model's input is divided by this (255: the model takes 0-255 floats).
         init_seed: seed of the random initialisation when ``weights`` is ``None``.
@@ -69,7 +70,7 @@ class BackboneConfig:
     name: str = "vgg19"
     weights: str | None = "IMAGENET1K_V1"
     layers: list[str] = field(default_factory=lambda: list(VGG19_DEEPGAZE2_LAYERS))
-    channels: list[int] | None = field(default_factory=lambda: [512] * 5)
+    channels: list[int] | None = None
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     input_scale: float = 255.0

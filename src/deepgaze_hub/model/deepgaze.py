@@ -13,10 +13,10 @@ import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
 from ..io.images import ImageError, ImageInput, describe, load_image
@@ -26,6 +26,9 @@ from .config import DeepGazeConfig
 from .finalizer import Finalizer
 from .readout import EnsembleReadout
 from .resize import resize, shrink
+
+if TYPE_CHECKING:
+    from ..hub.card import ModelCardInfo
 
 Members = int | Sequence[int] | torch.Tensor | None
 
@@ -172,6 +175,30 @@ class DeepGaze(
         readout = self.readout(features, index)
         return self.finalizer(readout, bias, index, mixture=mixture)
 
+    def log_density_at(
+        self,
+        features: torch.Tensor,
+        image_size: Sequence[int],
+        batch_index: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        centerbias: torch.Tensor | None = None,
+        members: Members = None,
+    ) -> torch.Tensor:
+        """Each selected member's log density (nats) at fixations, (F, K'), without full-size maps.
+
+        ``features`` (B, C, h, w) from `extract_features`; fixation f lies in image
+        ``batch_index[f]`` at pixel ``(int(y[f]), int(x[f]))`` (x = column, y = row). Equal to
+        indexing `member_log_densities` there, at a fraction of the memory: what training uses.
+        """
+        height, width = int(image_size[0]), int(image_size[1])
+        index = self._member_index(members, features.device)
+        bias = self._centerbias_for(centerbias, features.shape[0], (height, width), features.device)
+        z, rows, cols = self.finalizer.grid_log_density(self.readout(features, index), bias, index)
+        pixel_rows = rows[y.long().clamp(0, height - 1)]
+        pixel_cols = cols[x.long().clamp(0, width - 1)]
+        return z[batch_index.long(), :, pixel_rows, pixel_cols]
+
     def _member_index(self, members: Members, device: torch.device) -> torch.Tensor:
         if members is None:
             index = torch.arange(self.num_members)
@@ -248,20 +275,58 @@ class DeepGaze(
         return results  # type: ignore[return-value]
 
     # -- persistence (huggingface_hub mixin) -----------------------------------------------------
+    #: What the model card says beyond the architecture (provenance, datasets, evaluation): a
+    #: `deepgaze_hub.hub.card.ModelCardInfo` or None. Saved inside model.safetensors and restored
+    #: by `from_pretrained`; README.md is generated from it and the config on every save.
+    card_info: ModelCardInfo | None = None
+
     def _save_pretrained(self, save_directory: Path) -> None:
         from .serialization import save_model_files
 
-        save_model_files(self, Path(save_directory))
+        save_directory = Path(save_directory)
+        (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
+        save_model_files(self, save_directory)
+
+    def generate_model_card(self, *args: Any, **card_fields: Any) -> ModelCard:
+        """The README.md of this model; ``card_fields`` override fields of ``self.card_info``.
+
+        ``save_pretrained(dir, model_card_kwargs={...})`` and ``push_to_hub`` pass their
+        ``model_card_kwargs`` here, e.g. ``{"repo_id": "user/model"}``.
+        """
+        from dataclasses import replace
+
+        from ..hub.card import ModelCardInfo, build_model_card
+
+        try:
+            info = replace(self.card_info or ModelCardInfo(), **card_fields)
+        except TypeError:
+            known = sorted(ModelCardInfo.__dataclass_fields__)
+            raise ValueError(f"unknown model card fields {sorted(card_fields)}; known: {known}") from None
+        data = self._hub_mixin_info.model_card_data
+        return build_model_card(self.config, info, library_name=data.library_name, tags=data.tags or [])
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Save this model and upload it to the Hugging Face Hub repo ``repo_id`` in one commit.
+
+        The repo is created if needed (a token with write access is required: ``hf auth login``
+        or ``HF_TOKEN``). Returns the commit info (``.oid`` is the commit hash to pin). The model
+        card names ``repo_id`` in its loading instructions. Other keyword arguments are those of
+        `huggingface_hub.ModelHubMixin.push_to_hub` (``private``, ``token``, ``branch``,
+        ``commit_message`` ...).
+        """
+        card_fields = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card_fields, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DeepGaze:
         """Load a model saved with `save_pretrained`: a local directory or a Hugging Face repo id.
 
         Only ``model.safetensors`` is ever read (never a pickle), and loading is strict: missing,
-        unexpected or misshapen tensors raise an error listing them. Keyword arguments:
+        unexpected, misshapen or non-finite tensors raise an error listing them. Keyword arguments:
         ``revision`` (pin a commit hash for reproducibility), ``cache_dir``, ``force_download``,
-        ``local_files_only``, ``token``, ``map_location`` (default ``"cpu"``) and ``backbone`` (a
-        module, for models whose backbone torchvision cannot build).
+        ``local_files_only``, ``token``, ``map_location`` (default ``"cpu"``), ``members`` (keep
+        only these ensemble members, e.g. ``[3]``), ``config`` (use this config instead of the
+        file's) and ``backbone`` (a module, for models whose backbone torchvision cannot build).
         """
         from .serialization import load_model
 

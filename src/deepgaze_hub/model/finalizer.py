@@ -94,6 +94,21 @@ class Finalizer(nn.Module):
             mixture: if True return the mixture (B, H, W) = logsumexp_k(log p_k) - log K';
                 otherwise every member's log density, (B, K', H, W).
         """
+        z, row_index, col_index = self.grid_log_density(readout, centerbias, members)
+        if mixture:
+            z = z.logsumexp(dim=1) - math.log(z.shape[1]) if z.shape[1] > 1 else z[:, 0]
+        return z[..., row_index, :][..., col_index]
+
+    def grid_log_density(
+        self, readout: torch.Tensor, centerbias: torch.Tensor, members: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised member log densities on a grid, and where each image pixel reads it.
+
+        Returns ``(z, rows, cols)``: z (B, K', G_h, G_w), rows (H,) and cols (W,) such that the
+        log density of member k at pixel (y, x) is ``z[:, k, rows[y], cols[x]]``. With nearest
+        resizing the grid is the finalizer grid (nothing is expanded to full resolution);
+        otherwise it is the full image and the indices are the identity.
+        """
         mode = self.resize_mode
         height, width = centerbias.shape[-2:]
         small_bias = shrink(centerbias.unsqueeze(1), self.saliency_map_factor, mode)[:, 0]
@@ -103,12 +118,12 @@ class Finalizer(nn.Module):
         cols = blurred_resize_matrix(readout.shape[-1], grid_w, sigma, self.truncate, mode)
         z = torch.matmul(rows, torch.matmul(readout, cols.transpose(1, 2)))  # (B, K', Hs, Ws)
         z = z + self.centerbias_weight[members].view(1, -1, 1, 1) * small_bias.unsqueeze(1)
-        k = members.numel()
 
         if mode != "nearest":
-            out = resize(z, (height, width), mode)
-            out = out - out.logsumexp(dim=(2, 3), keepdim=True)
-            return out.logsumexp(dim=1) - math.log(k) if mixture else out
+            full = resize(z, (height, width), mode)
+            identity_rows = torch.arange(height, device=z.device)
+            identity_cols = torch.arange(width, device=z.device)
+            return full - full.logsumexp(dim=(2, 3), keepdim=True), identity_rows, identity_cols
 
         row_index = nearest_indices(grid_h, height, device=z.device)
         col_index = nearest_indices(grid_w, width, device=z.device)
@@ -116,7 +131,4 @@ class Finalizer(nn.Module):
             torch.bincount(row_index, minlength=grid_h).to(z.dtype).log().unsqueeze(1)
             + torch.bincount(col_index, minlength=grid_w).to(z.dtype).log().unsqueeze(0)
         )
-        z = z - (z + log_counts).logsumexp(dim=(2, 3), keepdim=True)
-        if mixture:
-            z = z.logsumexp(dim=1) - math.log(k) if k > 1 else z[:, 0]
-        return z[..., row_index, :][..., col_index]
+        return z - (z + log_counts).logsumexp(dim=(2, 3), keepdim=True), row_index, col_index

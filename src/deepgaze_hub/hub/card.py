@@ -1,0 +1,274 @@
+"""The model card: the README.md that describes a saved or published model.
+
+`ModelCardInfo` is what a card says beyond the architecture: where the model comes from (registry
+name, recipe, datasets), how well it does (`EvaluationResult` rows) and under which terms. A model
+carries it as ``model.card_info``; `save_pretrained` stores it inside ``model.safetensors`` (as
+header metadata, so it travels with the weights and is covered by their sha256) and writes a fresh
+README.md from it and from ``config.json`` on every save. `build_model_card` renders the card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from ..io.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from ..model.config import BackboneConfig, DeepGazeConfig
+
+#: Where the project's hubconf.py lives on GitHub: ``torch.hub.load(TORCH_HUB_REPO, ...)``.
+TORCH_HUB_REPO = "deepgaze-hub/deepgaze-hub"
+PAPER_URL = "https://arxiv.org/abs/1610.01563"
+CODE_LICENSE = "Apache-2.0"
+#: Licence of the files a deepgaze-hub repo holds (config, readout weights, centre bias) unless a
+#: card says otherwise with ``licenses["weights"]`` (an SPDX id; lower-cased for the metadata).
+DEFAULT_WEIGHTS_LICENSE = "Apache-2.0"
+TAGS = ("saliency", "eye-tracking", "fixation-prediction", "deepgaze")
+
+#: Licences of torchvision backbone weights that we can state with confidence, by (model, weights).
+_BACKBONE_WEIGHT_LICENSES = {
+    ("vgg19", "IMAGENET1K_V1"): (
+        "CC BY 4.0: VGG-19 by K. Simonyan and A. Zisserman (Visual Geometry Group, University of "
+        "Oxford), trained on ImageNet; distributed by torchvision as `VGG19_Weights.IMAGENET1K_V1`"
+    ),
+}
+_BACKBONE_WEIGHT_LICENSES[("vgg19", "DEFAULT")] = _BACKBONE_WEIGHT_LICENSES[("vgg19", "IMAGENET1K_V1")]
+
+_CITATION = """@article{kummerer2016deepgaze2,
+  title   = {{DeepGaze II}: Reading fixations from deep features trained on object recognition},
+  author  = {K{\\"u}mmerer, Matthias and Wallis, Thomas S. A. and Bethge, Matthias},
+  journal = {arXiv preprint arXiv:1610.01563},
+  year    = {2016}
+}"""
+
+
+@dataclass
+class EvaluationResult:
+    """One row of a card's evaluation table.
+
+    Attributes:
+        dataset: e.g. ``"MIT1003"``.
+        metric: e.g. ``"IG"``, ``"AUC"``, ``"explained information gain"``.
+        value: the number, in ``unit``.
+        split: which images, e.g. ``"held-out folds (10-fold cross-validation)"``.
+        unit: e.g. ``"bits/fixation"``, ``"%"``; empty for unitless scores.
+    """
+
+    dataset: str
+    metric: str
+    value: float
+    split: str = ""
+    unit: str = ""
+
+
+@dataclass
+class ModelCardInfo:
+    """What a model card says beyond the architecture.
+
+    Attributes:
+        name: the registry name (``deepgaze_hub.list_models()``), if the model is one.
+        title: the card's heading.
+        summary: a paragraph on what this model is.
+        datasets: names (or Hugging Face dataset ids) of the data it was trained on.
+        recipe: the training recipe, as a path under ``hub_configs/``.
+        training: how it was trained, in a few sentences.
+        evaluation: the evaluation table.
+        licenses: extra terms, ``{what: licence}``: ``"weights"`` overrides the licence of the
+            repo's files (default Apache-2.0); other keys (dataset names) are listed as stated.
+        repo_id: the Hugging Face repo it is published in.
+    """
+
+    name: str | None = None
+    title: str | None = None
+    summary: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    recipe: str | None = None
+    training: str | None = None
+    evaluation: list[EvaluationResult] = field(default_factory=list)
+    licenses: dict[str, str] = field(default_factory=dict)
+    repo_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCardInfo:
+        """Parse `to_dict` output. Unknown keys (from a newer version) are dropped: a card is descriptive."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["evaluation"] = [
+            EvaluationResult(**{k: v for k, v in row.items() if k in {f.name for f in fields(EvaluationResult)}})
+            for row in values.get("evaluation") or []
+        ]
+        return cls(**values)
+
+
+class DeepGazeModelCard(ModelCard):
+    """A `huggingface_hub.ModelCard` whose ``save`` is atomic like every other output of the package."""
+
+    def save(self, filepath) -> None:
+        atomic_write_text(filepath, str(self))
+
+
+def build_model_card(
+    config: DeepGazeConfig,
+    info: ModelCardInfo | None = None,
+    *,
+    library_name: str = "deepgaze-hub",
+    tags: list[str] | tuple[str, ...] = TAGS,
+) -> DeepGazeModelCard:
+    """Render the README.md of a model with architecture ``config`` described by ``info``."""
+    info = info or ModelCardInfo()
+    backbone = config.backbone
+    metadata = ModelCardData(
+        library_name=library_name,
+        license=info.licenses.get("weights", DEFAULT_WEIGHTS_LICENSE).lower(),
+        tags=sorted({*tags, backbone.name} - {"custom"}),
+        datasets=list(info.datasets) or None,
+    )
+    sections = [
+        _title(config, info),
+        _loading(info),
+        _architecture(config),
+        _backbone_weights(backbone),
+        _evaluation(info),
+        _training(info),
+        _licenses(backbone, info),
+        "## Citation\n\n```bibtex\n" + _CITATION + "\n```",
+    ]
+    body = "\n\n".join(section for section in sections if section)
+    return DeepGazeModelCard(f"---\n{metadata.to_yaml()}\n---\n\n{body}\n")
+
+
+def _title(config: DeepGazeConfig, info: ModelCardInfo) -> str:
+    members = "a single model" if config.num_members == 1 else f"an ensemble of {config.num_members} members"
+    default_title = f"DeepGaze II ({config.backbone.name})"
+    text = [f"# {info.title or default_title}"]
+    if info.summary:
+        text.append(info.summary.strip())
+    text.append(
+        "Predicts where people look in a still image, as a probability density over its pixels. "
+        f"This is {members} with the architecture of DeepGaze II ([Kümmerer, Wallis & Bethge 2016]"
+        f"({PAPER_URL})): a frozen `{config.backbone.name}` backbone supplies features, a small "
+        "readout network, a blur and a centre-bias prior turn them into a density. The output is a "
+        "natural-log density of shape (H, W) for an (H, W) image, `exp(out).sum() == 1`."
+    )
+    return "\n\n".join(text)
+
+
+def _loading(info: ModelCardInfo) -> str:
+    repo = info.repo_id or "<repo id>"
+    if info.name:
+        hub_line = f'model = torch.hub.load("{TORCH_HUB_REPO}", "{info.name.replace("-", "_")}")'
+        registry = f'model = deepgaze_hub.load("{info.name}")  # pinned revision, files checked by sha256\n'
+    else:
+        hub_line = f'model = torch.hub.load("{TORCH_HUB_REPO}", "from_pretrained", "{repo}")'
+        registry = ""
+    return (
+        "## Load it in one line\n\n"
+        "```python\n"
+        "import torch\n"
+        f"{hub_line}\n"
+        "```\n\n"
+        "or, with `pip install deepgaze-hub`:\n\n"
+        "```python\n"
+        "import deepgaze_hub\n"
+        f'model = deepgaze_hub.DeepGaze.from_pretrained("{repo}", revision="<commit hash>")\n'
+        f"{registry}"
+        'log_density = model.predict("image.jpg")  # (H, W) tensor, natural log\n'
+        "```\n\n"
+        "Pin `revision` to a full commit hash for reproducible results. Only `config.json` and "
+        "`model.safetensors` are read; loading never unpickles anything."
+    )
+
+
+def _architecture(config: DeepGazeConfig) -> str:
+    bb = config.backbone
+    channels = ", ".join(map(str, bb.channels)) if bb.channels else "inferred"
+    rows = [
+        ("backbone", f"`{bb.name}`, " + (f"weights `{bb.weights}`" if bb.weights else "random weights") + " (frozen)"),
+        ("tapped layers", ", ".join(f"`{layer}`" for layer in bb.layers) + f" ({channels} channels)"),
+        ("ensemble members", str(config.num_members)),
+        ("readout", f"1x1 convolutions {'-'.join(map(str, config.readout_channels))}, {config.nonlinearity}"),
+        ("downsampling", f"image / {config.downsample:g} before the backbone; readout grid / {config.readout_factor}"),
+        (
+            "finalizer",
+            f"blur (initial sigma {config.initial_sigma:g}) and centre bias, image / {config.saliency_map_factor}",
+        ),
+        ("centre bias", f"{config.centerbias_shape[0]}x{config.centerbias_shape[1]} template, resized to each image"),
+        ("resizing", config.resize_mode),
+        ("config format", f"version {config.format_version}"),
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return "## Architecture\n\n| | |\n|---|---|\n" + table
+
+
+def _backbone_weights(backbone: BackboneConfig) -> str:
+    if backbone.name == "custom":
+        source = (
+            "This model uses a custom backbone module that must be passed to `from_pretrained(..., backbone=module)`."
+        )
+    elif backbone.weights is None:
+        source = (
+            f"The backbone is a randomly initialised `{backbone.name}` (seed {backbone.init_seed}); "
+            "it is rebuilt identically on load. Such a model is only useful for tests."
+        )
+    else:
+        source = (
+            f"The backbone weights are **not** stored in this repository: they are torchvision's "
+            f"`{backbone.name}` weights `{backbone.weights}`, downloaded by torchvision on first use "
+            "into its cache (`$TORCH_HOME/hub/checkpoints`) and checked against the hash in their "
+            "file name. This keeps the repository small (the readouts and centre bias are a few MB, "
+            "the backbone file is hundreds), leaves the backbone under its own licence, and names the "
+            "exact file through the torchvision enum. For offline use, put that file into the "
+            "torchvision cache beforehand, or convert it to safetensors once and pass "
+            '`backbone={"weights": "/path/to/backbone.safetensors"}` to `deepgaze_hub.load`.'
+        )
+    return "## Backbone weights\n\n" + source
+
+
+def _evaluation(info: ModelCardInfo) -> str:
+    if not info.evaluation:
+        return "## Evaluation\n\nNo evaluation results have been recorded for these weights."
+    lines = ["## Evaluation", "", "| dataset | split | metric | value |", "|---|---|---|---|"]
+    for row in info.evaluation:
+        value = f"{row.value:.4g}" + (f" {row.unit}" if row.unit else "")
+        lines.append(f"| {row.dataset} | {row.split} | {row.metric} | {value} |")
+    return "\n".join(lines)
+
+
+def _training(info: ModelCardInfo) -> str:
+    lines = []
+    if info.training:
+        lines.append(info.training.strip())
+    if info.datasets:
+        lines.append("Datasets: " + ", ".join(info.datasets) + ".")
+    if info.recipe:
+        lines.append(f"Recipe: `hub_configs/{info.recipe}` in the deepgaze-hub repository.")
+    return "## Training\n\n" + "\n\n".join(lines) if lines else ""
+
+
+def _licenses(backbone: BackboneConfig, info: ModelCardInfo) -> str:
+    weights = info.licenses.get("weights", DEFAULT_WEIGHTS_LICENSE)
+    lines = [
+        "## Licences",
+        "",
+        f"- deepgaze-hub code: {CODE_LICENSE}.",
+        f"- Files of this repository (config, readout weights, centre bias): {weights}.",
+        f"- Backbone weights (not in this repository): {backbone_weights_license(backbone)}.",
+    ]
+    lines += [f"- {what}: {terms.rstrip('.')}." for what, terms in info.licenses.items() if what != "weights"]
+    return "\n".join(lines)
+
+
+def backbone_weights_license(backbone: BackboneConfig) -> str:
+    """What we know of the licence of a backbone's weights, as one sentence."""
+    if backbone.name == "custom":
+        return "those of the user-supplied backbone"
+    if backbone.weights is None:
+        return "none (random initialisation)"
+    known = _BACKBONE_WEIGHT_LICENSES.get((backbone.name, str(backbone.weights)))
+    return known or f"see torchvision's documentation of `{backbone.name}` weights `{backbone.weights}`"

@@ -1,0 +1,35 @@
+"""Checksums of model files: what the registry pins and what is verified after every download."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..errors import DeepGazeError
+
+_CHUNK = 1 << 20
+
+
+class IntegrityError(DeepGazeError, RuntimeError):
+    """A file's sha256 differs from the one the registry pins; the message says what to do."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as 64 lowercase hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str, where: str) -> None:
+    """Raise `IntegrityError` unless ``path`` has the sha256 ``expected``; ``where`` names its origin."""
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        stored = Path(path).resolve()  # in the Hugging Face cache, the blob behind the snapshot link
+        raise IntegrityError(
+            f"{where}: {Path(path).name} has sha256 {actual}, but {expected} is pinned. The local copy "
+            f"{stored} is damaged or was modified, or the pin is wrong. Delete that file and load "
+            "again to download a fresh copy; if the mismatch persists, report it to the publisher."
+        )
