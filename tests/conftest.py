@@ -68,3 +68,11 @@ def vgg_model() -> DeepGaze:
 def random_images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, height, width, generator=generator) * 255
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """The embedded synthetic dataset, generated once per test session into a temp cache."""
+    from deepgaze_hub.data import default_dataset
+
+    return default_dataset(cache_dir=tmp_path_factory.mktemp("deepgaze-cache"))

@@ -121,3 +121,8 @@ def test_image_too_small_for_the_backbone_is_named(model):
     squeeze = DeepGaze(DeepGazeConfig(backbone=BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.12"], channels=None)))
     with pytest.raises(ImageError, match="image #0 .*too small"):
         squeeze.predict(np.zeros((12, 12, 3), dtype=np.uint8))
+
+
+def test_image_smaller_than_the_downsampling_is_named(model):
+    with pytest.raises(ImageError, match="image #0 .*too small"):
+        model.predict(np.zeros((1, 40, 3), dtype=np.uint8))

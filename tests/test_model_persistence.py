@@ -109,3 +109,18 @@ def test_config_from_a_newer_release_is_refused(trained_looking, tmp_path):
 def test_not_a_directory(tmp_path):
     with pytest.raises(WeightsError, match="not a model directory"):
         DeepGaze.from_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_saved_files_are_readable_by_the_group_as_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    from deepgaze_hub.io.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+    assert not list(tmp_path.glob("*.partial"))

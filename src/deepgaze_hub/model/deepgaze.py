@@ -122,15 +122,18 @@ class DeepGaze(
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         mode = self.config.resize_mode
+        height, width = images.shape[-2:]
+        too_small = (
+            f"an image of {height}x{width} pixels is too small for the backbone {self.config.backbone.name} "
+            f"(the model shrinks it by {self.config.downsample:g} first)"
+        )
+        if min(height, width) < self.config.downsample * max(2, self.config.saliency_map_factor):
+            raise BackboneError(too_small)
         small = shrink(images, self.config.downsample, mode)
         try:
             maps = self._backbone(small)
         except RuntimeError as error:
-            raise BackboneError(
-                f"the backbone {self.config.backbone.name} failed on an image of {images.shape[-2]}x"
-                f"{images.shape[-1]} pixels ({small.shape[-2]}x{small.shape[-1]} after downsampling); "
-                f"images this small are not supported. ({error})"
-            ) from error
+            raise BackboneError(f"{too_small}: {error}") from error
         grid = self.readout_size(images.shape[-2:])
         return torch.cat([resize(m, grid, mode) for m in maps], dim=1)
 

@@ -1,0 +1,183 @@
+"""The gold-standard model: how well one observer's fixations are predicted by the other observers'.
+
+For a fixation of observer s on image i, the gold standard is a Gaussian KDE of the fixations of
+**all other observers on image i** (normalised coordinates, bandwidth h as a fraction of width and
+height, kernels integrated over pixels and truncated to the image, see `kde`), mixed with the
+centre bias:
+
+    p(pixel | i, not s) = (1 - a) * KDE_{i, not s}(pixel) + a * centrebias(pixel)
+
+h and a maximise the mean log-likelihood of all fixations (each one predicted without its own
+observer, so the fit is cross-validated by construction); a is profiled out (concave), log10(h)
+is searched by grid and golden section. A fixation whose image has no other observer is scored by
+the centre bias alone. Its information gain over the centre bias is the denominator of the
+explained information gain (SPEC §2).
+
+`GoldStandardModel.log_likelihoods` gives per-fixation log-probabilities (nats);
+`GoldStandardModel.log_density` gives the (H, W) map for an image, without one observer (the
+density that scores that observer) or from all observers. The two agree exactly: the map read at
+a fixation's pixel is exp of its log-likelihood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.errors import DatasetError
+from ..data.fixations import Fixations
+from .centerbias import CenterBiasModel
+from .inputs import selected_fixations
+from .kde import (
+    PairChunks,
+    best_mixture_weight,
+    cell_masses,
+    interval_mass,
+    maximize,
+    standard_interval_mass,
+)
+
+#: Smallest centre-bias weight considered.
+MIN_CENTERBIAS_WEIGHT = 1e-12
+#: log10 of the bandwidth range searched.
+LOG10_BANDWIDTH_RANGE = (-3.0, 0.0)
+#: Kernels farther than this many bandwidths from a pixel (along x or y) are left out: Phi(-10) < 1e-23.
+NEGLIGIBLE_DISTANCE = 10.0
+
+
+@dataclass
+class GoldStandardModel:
+    """Fitted gold-standard parameters; evaluate them on the dataset they describe.
+
+    Attributes:
+        bandwidth: kernel std as a fraction of the image width (x) and height (y).
+        centerbias_weight: weight a of the centre bias in the mixture.
+        centerbias: the centre-bias model mixed in.
+        cv_log_likelihood: mean log-likelihood per fixation relative to a uniform density, nats
+            (leave-one-observer-out, as fitted).
+    """
+
+    bandwidth: float
+    centerbias_weight: float
+    centerbias: CenterBiasModel
+    cv_log_likelihood: float | None = None
+
+    def log_likelihoods(self, data, images=None, *, device: torch.device | str = "cpu") -> np.ndarray:
+        """float64 (F,) log-probability (nats) of each fixation's pixel, predicted from the other observers.
+
+        ``data``: a `FixationDataset` or a ``(Fixations, image_sizes)`` pair; with ``images``, only
+        the fixations on those image indices (in dataset order).
+        """
+        fixations, sizes = selected_fixations(data, images)
+        centerbias = torch.as_tensor(self.centerbias.fixation_log_likelihoods(fixations.x, fixations.y, sizes[fixations.image]), device=device).exp()
+        observers = _OtherObservers(fixations, sizes, device)
+        probability, others = observers(self.bandwidth), observers.has_others
+        a = self.centerbias_weight
+        return torch.where(others, ((1 - a) * probability + a * centerbias).log(), centerbias.log()).cpu().numpy()
+
+    def log_density(self, data, index: int, observer: int | None = None) -> torch.Tensor:
+        """float32 (H, W) log density of image ``index`` from all observers but ``observer``.
+
+        ``observer=None`` uses every observer's fixations (the empirical density of the image).
+        """
+        fixations, sizes = selected_fixations(data)
+        height, width = (int(v) for v in sizes[index])
+        fixations = fixations[(fixations.image == index) & (fixations.observer != (-1 if observer is None else observer))]
+        centerbias = self.centerbias.log_density((height, width)).double().exp()
+        if not len(fixations):
+            density = centerbias
+        else:
+            u = torch.as_tensor(fixations.x / width)
+            v = torch.as_tensor(fixations.y / height)
+            rows, cols = cell_masses(height, v, self.bandwidth), cell_masses(width, u, self.bandwidth)
+            kde = rows @ cols.T / (rows.sum(0) * cols.sum(0)).sum()
+            density = (1 - self.centerbias_weight) * kde + self.centerbias_weight * centerbias
+        log_density = density.log()
+        return (log_density - torch.logsumexp(log_density.reshape(-1), 0)).float()
+
+
+def fit_gold_standard(data, centerbias: CenterBiasModel, images=None, *, device: torch.device | str = "cpu") -> GoldStandardModel:
+    """Fit a `GoldStandardModel` to the fixations of ``data`` (see the module docstring).
+
+    Args:
+        data: a `FixationDataset` or a ``(Fixations, image_sizes)`` pair.
+        centerbias: the centre bias to mix in (e.g. `fit_centerbias` on the same data).
+        images: image indices to fit on; default all.
+        device: where the computation runs.
+    """
+    fixations, sizes = selected_fixations(data, images)
+    size = sizes[fixations.image]
+    centerbias_probability = torch.as_tensor(centerbias.fixation_log_likelihoods(fixations.x, fixations.y, size), device=device).exp()
+    uniform = torch.as_tensor(np.log(size[:, 0] * size[:, 1]).astype(np.float64), device=device)  # -log p_uniform
+
+    observers = _OtherObservers(fixations, sizes, device)
+    others = observers.has_others
+    if not others.any():
+        raise DatasetError("the gold standard needs at least two observers on some image")
+
+    def scored(log10_bandwidth: float) -> tuple[torch.Tensor, float]:
+        probability = observers(10.0**log10_bandwidth)
+        a = best_mixture_weight(probability[others], centerbias_probability[others], MIN_CENTERBIAS_WEIGHT)
+        ll = torch.where(others, ((1 - a) * probability + a * centerbias_probability).log(), centerbias_probability.log())
+        return ll, a
+
+    log10_h, cv_ll = maximize(lambda value: float((scored(value)[0] + uniform).mean()), *LOG10_BANDWIDTH_RANGE)
+    _, a = scored(log10_h)
+    return GoldStandardModel(bandwidth=10.0**log10_h, centerbias_weight=a, centerbias=centerbias, cv_log_likelihood=cv_ll)
+
+
+class _OtherObservers:
+    """For fixations on images of known sizes: the probability of each fixation's pixel under the
+    KDE of the *other* observers' fixations on its image, for any bandwidth.
+
+    The geometry of every same-image pair of different observers (offset of the kernel centre from
+    the pixel's edges) is computed once, so each bandwidth costs four Phi evaluations per pair;
+    pairs farther apart than `NEGLIGIBLE_DISTANCE` bandwidths (along x or y) are skipped, their
+    kernel mass on the pixel being below 1e-23.
+    """
+
+    def __init__(self, fixations: Fixations, sizes: np.ndarray, device) -> None:
+        size = torch.as_tensor(sizes[fixations.image], dtype=torch.float64, device=device)
+        x = torch.as_tensor(fixations.x, device=device)
+        y = torch.as_tensor(fixations.y, device=device)
+        self.u, self.v = x / size[:, 1], y / size[:, 0]  # kernel centres, normalised
+        self.step_x, self.step_y = 1.0 / size[:, 1], 1.0 / size[:, 0]  # pixel size, normalised
+        image = torch.as_tensor(fixations.image, device=device)
+        observer = torch.as_tensor(fixations.observer, device=device)
+        left, top = torch.floor(x) * self.step_x, torch.floor(y) * self.step_y  # pixel edges, normalised
+
+        def geometry(j, k):
+            other = observer[j] != observer[k]
+            j, k = j[other], k[other]
+            offset_x, offset_y = left[j] - self.u[k], top[j] - self.v[k]
+            # sorted by how far the kernel centre is from the pixel, so that far pairs can be skipped
+            reach = torch.maximum(torch.maximum(offset_x, -offset_x - self.step_x[j]), torch.maximum(offset_y, -offset_y - self.step_y[j]))
+            reach, order = torch.sort(reach)
+            return j[order], offset_x[order], offset_y[order], reach
+
+        self.pairs = PairChunks(image, geometry)
+        _, group = np.unique(np.stack([fixations.image, fixations.observer]), axis=1, return_inverse=True)
+        group = torch.as_tensor(group.reshape(-1), device=device)
+
+        def others_sum(values: torch.Tensor) -> torch.Tensor:  # sum over the image minus the own observer's
+            by_image = torch.zeros(int(image.max()) + 1, dtype=values.dtype, device=device).index_add_(0, image, values)
+            by_group = torch.zeros(int(group.max()) + 1, dtype=values.dtype, device=device).index_add_(0, group, values)
+            return by_image[image] - by_group[group]
+
+        self.others_sum = others_sum
+        self.has_others = others_sum(torch.ones_like(self.u)) > 0.5
+
+    def __call__(self, bandwidth: float) -> torch.Tensor:
+        """float64 (F,) pixel probabilities (0 where the image has no other observer)."""
+        kde = torch.zeros_like(self.u)
+        for j, offset_x, offset_y, reach in self.pairs:
+            near = int(torch.searchsorted(reach, torch.tensor(NEGLIGIBLE_DISTANCE * bandwidth, dtype=reach.dtype, device=reach.device)))
+            j, offset_x, offset_y = j[:near], offset_x[:near], offset_y[:near]
+            mass = standard_interval_mass(offset_x / bandwidth, (offset_x + self.step_x[j]) / bandwidth)
+            mass = mass * standard_interval_mass(offset_y / bandwidth, (offset_y + self.step_y[j]) / bandwidth)
+            kde.index_add_(0, j, mass)
+        zero, one = torch.zeros_like(self.u), torch.ones_like(self.u)
+        normaliser = self.others_sum(interval_mass(zero, one, self.u, bandwidth) * interval_mass(zero, one, self.v, bandwidth))
+        return torch.where(self.has_others, kde / normaliser.clamp_min(1e-300), zero)

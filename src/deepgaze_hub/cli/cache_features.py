@@ -1,0 +1,51 @@
+"""``deepgaze-hub cache-features``: compute a dataset's backbone features once, for training."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache-features",
+        help="precompute backbone features of a dataset",
+        description=(
+            "Write the frozen backbone's features of every image of a dataset into a cache "
+            "directory (HDF5 shards, float16, compressed). Interrupted runs resume; a cache made "
+            "for other backbone settings is refused. With several GPUs, each computes a share."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="dataset HDF5 file, or 'embedded'")
+    parser.add_argument("--config", required=True, type=Path, help="recipe YAML (its model section is used)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="recipe overrides")
+    parser.add_argument("--out", required=True, type=Path, help="cache directory")
+    parser.add_argument("--dtype", default=None, choices=["float16", "float32"], help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--devices", default=None, help="devices for Lightning (e.g. 2, or auto)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import FixationDataset, default_dataset
+    from ..model.deepgaze import DeepGaze
+    from ..training.feature_cache import FeatureCache, build_feature_cache
+    from ..training.recipe import load_recipe
+
+    recipe = load_recipe(args.config, args.overrides)
+    settings = recipe.feature_cache
+    dataset = default_dataset() if args.data == "embedded" else FixationDataset.open(args.data)
+    model = DeepGaze(recipe.model_config(1))
+    cache = FeatureCache(args.out, model.config, args.dtype or settings.dtype)
+    trainer = recipe.trainer
+    devices = args.devices if args.devices is not None else trainer.devices
+    build_feature_cache(
+        model,
+        dataset,
+        cache,
+        batch_size=args.batch_size or settings.batch_size,
+        compression=settings.compression,
+        trainer_kwargs=dict(accelerator=trainer.accelerator, devices=devices, num_nodes=trainer.num_nodes, strategy=trainer.strategy),
+    )
+    print(f"{len(cache)} images cached in {args.out} ({cache.nbytes_on_disk() / 2**20:.1f} MiB)")
+    return 0

@@ -1,0 +1,293 @@
+"""``deepgaze-hub data``: import, inspect, export and generate fixation datasets; fit baselines."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..data import (
+    OUTSIDE_POLICIES,
+    CsvColumns,
+    DatasetError,
+    FixationDataset,
+    embedded_dataset_path,
+    export_csv,
+    export_pysaliency,
+    import_csv,
+    import_mit1003,
+    import_pysaliency,
+    import_salicon,
+    kfold_assignments,
+)
+from ..data.synthetic import make_synthetic_dataset
+from ..io.atomic import atomic_open, atomic_save_npy
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="import, inspect and export fixation datasets; fit centre bias and gold standard",
+        description="Fixation datasets: one HDF5 file with images and fixations (see deepgaze_hub.data).",
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    info = actions.add_parser("info", help="summarise a dataset file")
+    info.add_argument("dataset", type=Path)
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(func=run_info)
+
+    importer = actions.add_parser("import", help="convert data from another format into a dataset file")
+    formats = importer.add_subparsers(dest="format", metavar="FORMAT", required=True)
+
+    p = formats.add_parser("pysaliency", help="pysaliency stimuli + fixations HDF5 files")
+    p.add_argument("--stimuli", type=Path, required=True, help="FileStimuli or Stimuli .hdf5")
+    p.add_argument("--fixations", type=Path, required=True, help="Fixations, FixationTrains or ScanpathFixations .hdf5")
+    p.add_argument("--time-unit", default="unknown", help="unit of t and durations in the files (pysaliency does not record it)")
+    _output_options(p, outside=True)
+    p.set_defaults(func=run_import)
+
+    p = formats.add_parser("salicon", help="SALICON per-image .mat files (2015 or 2017 edition)")
+    p.add_argument("root", type=Path, nargs="?", help="download folder with images/ and fixations/")
+    p.add_argument("--split", default="train", choices=("train", "val"))
+    p.add_argument("--type", dest="fixation_type", default="fixations", choices=("fixations", "mouse"), help="inferred fixations or raw mouse samples (default: fixations)")
+    p.add_argument("--images", type=Path, help="image folder (default ROOT/images/SPLIT)")
+    p.add_argument("--fixation-dir", type=Path, help="folder of .mat files (default ROOT/fixations/SPLIT)")
+    _output_options(p, outside=True)
+    p.set_defaults(func=run_import)
+
+    p = formats.add_parser(
+        "csv",
+        help="a folder of images and a CSV table of fixations",
+        description=(
+            "One row per fixation. Default columns: image (file name relative to --images), x, y (0-based "
+            "pixels, x = column), observer; optional t, duration, scanpath, order. Other numeric columns are "
+            "kept as extra fields. Rename with --column FIELD=HEADER (FIELD= for a field the table lacks)."
+        ),
+    )
+    p.add_argument("table", type=Path, help="the CSV file")
+    p.add_argument("--images", type=Path, required=True, help="folder the image column is relative to")
+    p.add_argument("--column", action="append", default=[], metavar="FIELD=HEADER", help="header of a field (repeatable)")
+    p.add_argument("--one-based", action="store_true", help="coordinates count from 1 (MATLAB); 1 is subtracted")
+    p.add_argument("--time-unit", default="unknown", help="unit of the t and duration columns, e.g. ms")
+    _output_options(p, outside=True)
+    p.set_defaults(func=run_import)
+
+    p = formats.add_parser("mit1003", help="MIT1003: a pysaliency export or the output of Judd's MATLAB code")
+    p.add_argument("root", type=Path, help="folder with MIT1003/ (pysaliency) or ALLSTIMULI/ and extracted/")
+    p.add_argument("--extracted", type=Path, help="folder of <image>_<observer>.mat files (default ROOT/extracted)")
+    p.add_argument("--include-initial-fixation", action="store_true", help="keep the first (forced central) fixation")
+    _output_options(p, outside=False)
+    p.set_defaults(func=run_import)
+
+    exporter = actions.add_parser("export", help="write a dataset in another format")
+    targets = exporter.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    p = targets.add_parser("pysaliency", help="FileStimuli + Fixations/FixationTrains HDF5 files")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--stimuli", type=Path, required=True, help="stimuli .hdf5 to write (images go beside it)")
+    p.add_argument("--fixations", type=Path, required=True, help="fixations .hdf5 to write")
+    p.set_defaults(func=run_export)
+    p = targets.add_parser("csv", help="images/ folder + fixations.csv")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.set_defaults(func=run_export)
+
+    p = actions.add_parser("synthetic", help="generate a synthetic dataset with known true densities")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--images", type=int, default=40, help="number of images (default 40)")
+    p.add_argument("--size", default="192x256", help="image size HxW in pixels (default 192x256)")
+    p.add_argument("--observers", type=int, default=8, help="observers per image (default 8)")
+    p.add_argument("--fixations", default="6-12", help="fixations per observer and image, LOW-HIGH (default 6-12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_synthetic)
+
+    p = actions.add_parser("default", help="print the path of the default synthetic dataset (generated on first use)")
+    p.add_argument("--cache-dir", type=Path, help="cache folder (default $DEEPGAZE_HUB_CACHE or ~/.cache/deepgaze-hub)")
+    p.set_defaults(func=run_default)
+
+    p = actions.add_parser("folds", help="image-wise k-fold assignment (stable under re-import)")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write image,id,fold rows to this CSV (default: print counts only)")
+    p.set_defaults(func=run_folds)
+
+    p = actions.add_parser(
+        "baselines",
+        help="fit the centre bias (and the gold standard) and report their log-likelihoods",
+        description=(
+            "Fit the centre bias by leave-one-image-out cross-validation and, with --gold, the gold standard "
+            "(leave-one-observer-out). Log-likelihoods are reported in bits per fixation relative to a uniform "
+            "density. --template writes the (rows, cols) log-density template for DeepGaze.set_centerbias."
+        ),
+    )
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, help="save the fitted centre bias (.npz, CenterBiasModel.load)")
+    p.add_argument("--template", type=Path, help="save the centre-bias template as float32 .npy")
+    p.add_argument("--shape", default="256x256", help="template rows x cols (default 256x256, the model's)")
+    p.add_argument("--fold", type=int, help="fit on the training images of this fold only")
+    p.add_argument("--k", type=int, default=10, help="number of folds for --fold")
+    p.add_argument("--gold", action="store_true", help="also fit the gold standard")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_baselines)
+
+
+def _output_options(parser: argparse.ArgumentParser, *, outside: bool) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="dataset file to write (.h5)")
+    parser.add_argument("--name", help="dataset name stored in the file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    if outside:
+        parser.add_argument(
+            "--outside", default="drop", choices=OUTSIDE_POLICIES,
+            help="fixations outside their image: drop them, clip them to the border, or fail (default drop)",
+        )
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} exists; pass --overwrite to replace it")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    _refuse_existing(args.out, args.overwrite)
+    common = {"name": args.name, "progress": True}
+    if args.format == "pysaliency":
+        dataset = import_pysaliency(args.stimuli, args.fixations, args.out, outside=args.outside, time_unit=args.time_unit, **common)
+    elif args.format == "salicon":
+        dataset = import_salicon(
+            args.root, args.out, split=args.split, fixation_type=args.fixation_type, images=args.images,
+            fixations=args.fixation_dir, outside=args.outside, **common,
+        )
+    elif args.format == "csv":
+        dataset = import_csv(
+            args.table, args.images, args.out, columns=CsvColumns.from_pairs(args.column), one_based=args.one_based,
+            outside=args.outside, time_unit=args.time_unit, **common,
+        )
+    else:
+        dataset = import_mit1003(args.root, args.out, include_initial_fixation=args.include_initial_fixation, extracted=args.extracted, **common)
+    meta = dataset.metadata
+    print(
+        f"wrote {dataset.path}: {len(dataset)} images, {len(dataset.fixations)} fixations, {dataset.num_observers} observers; "
+        f"{meta.get('outside_count', 0)} outside their image ({meta.get('outside_policy')})",
+        file=sys.stderr,
+    )
+    if meta.get("ignored"):
+        print(f"not imported (no place in the format): {', '.join(meta['ignored'])}", file=sys.stderr)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    dataset = FixationDataset.open(args.dataset)
+    if args.format == "pysaliency":
+        kind = export_pysaliency(dataset, args.stimuli, args.fixations)
+        print(f"wrote {args.stimuli} (FileStimuli) and {args.fixations} ({kind})", file=sys.stderr)
+    else:
+        path = export_csv(dataset, args.out)
+        print(f"wrote {path} and {len(dataset)} images under {args.out / 'images'}", file=sys.stderr)
+    return 0
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    _refuse_existing(args.out, args.overwrite)
+    dataset = make_synthetic_dataset(
+        args.out, args.images, size=_pair(args.size, "x", "--size"), num_observers=args.observers,
+        fixations_per_observer=_pair(args.fixations, "-", "--fixations"), seed=args.seed, progress=True,
+    )
+    print(f"wrote {dataset.path}: {len(dataset)} images, {len(dataset.fixations)} fixations", file=sys.stderr)
+    return 0
+
+
+def run_default(args: argparse.Namespace) -> int:
+    print(embedded_dataset_path(args.cache_dir))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    summary = summarise(FixationDataset.open(args.dataset))
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>22}: {value if not isinstance(value, dict) else json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def summarise(dataset: FixationDataset) -> dict:
+    """A JSON-serialisable summary of a dataset (what ``data info`` prints)."""
+    fix = dataset.fixations
+    counts = dataset.fixation_counts
+    sizes = Counter(f"{h}x{w}" for h, w in dataset.image_sizes.tolist())
+    per_observer = np.unique(np.stack([fix.image, fix.observer]), axis=1).shape[1] if len(fix) else 0
+    return {
+        "path": str(dataset.path),
+        "name": dataset.metadata.get("name", ""),
+        "images": len(dataset),
+        "distinct image ids": len(set(dataset.image_ids)),
+        "image sizes (HxW)": dict(sizes.most_common(5)) | ({"...": len(sizes) - 5} if len(sizes) > 5 else {}),
+        "fixations": len(fix),
+        "fixations per image": f"min {counts.min()}, mean {counts.mean():.1f}, max {counts.max()}" if len(counts) else "-",
+        "observers": dataset.num_observers if len(fix) else 0,
+        "observers per image": round(per_observer / max(len(dataset), 1), 2),
+        "scanpaths": len(np.unique(fix.scanpath[fix.scanpath >= 0])),
+        "with time": int((~np.isnan(fix.t)).sum()),
+        "with duration": int((~np.isnan(fix.duration)).sum()),
+        "extra fields": sorted(fix.extra),
+        "true densities": dataset.has_truth,
+        "metadata": dataset.metadata,
+    }
+
+
+def run_folds(args: argparse.Namespace) -> int:
+    dataset = FixationDataset.open(args.dataset)
+    folds = kfold_assignments(dataset, k=args.k, seed=args.seed)
+    fixation_folds = folds[dataset.fixations.image]
+    for fold in range(args.k):
+        print(f"fold {fold}: {(folds == fold).sum()} images, {(fixation_folds == fold).sum()} fixations")
+    if args.out:
+        with atomic_open(args.out, "w") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["image", "id", "fold"])
+            writer.writerows(zip(dataset.image_names, dataset.image_ids, folds.tolist()))
+    return 0
+
+
+def run_baselines(args: argparse.Namespace) -> int:
+    from ..baselines import fit_centerbias, fit_gold_standard
+    from ..data.splits import kfold_split
+
+    dataset = FixationDataset.open(args.dataset)
+    images = None
+    if args.fold is not None:
+        images, _ = kfold_split(dataset, args.fold, k=args.k)
+    bits = 1 / math.log(2)
+    centerbias = fit_centerbias(dataset, images, device=args.device)
+    print(
+        f"centre bias: bandwidth {centerbias.bandwidth:.4g} (log10 {math.log10(centerbias.bandwidth):.3f}), uniform weight "
+        f"{centerbias.uniform_weight:.3g}; {centerbias.cv} log-likelihood {centerbias.cv_log_likelihood * bits:.4f} bits/fixation"
+    )
+    if args.out:
+        centerbias.save(args.out)
+    if args.template:
+        atomic_save_npy(args.template, centerbias.template(_pair(args.shape, "x", "--shape")).numpy())
+    if args.gold:
+        gold = fit_gold_standard(dataset, centerbias, images, device=args.device)
+        print(
+            f"gold standard: bandwidth {gold.bandwidth:.4g}, centre-bias weight {gold.centerbias_weight:.3g}; "
+            f"leave-one-observer-out log-likelihood {gold.cv_log_likelihood * bits:.4f} bits/fixation"
+        )
+    return 0
+
+
+def _pair(text: str, separator: str, option: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in text.lower().split(separator))
+        return first, second
+    except ValueError:
+        raise DatasetError(f"{option} takes two whole numbers separated by {separator!r}, got {text!r}") from None

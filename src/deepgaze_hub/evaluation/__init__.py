@@ -1,0 +1,51 @@
+"""Evaluation that matches the MIT/Tübingen saliency benchmark and pysaliency.
+
+* `evaluate_log_densities`: every metric for a probabilistic model, each on its optimal saliency map;
+* `log_likelihood`, `information_gain`, `explained_information_gain`: for log densities;
+* `auc`, `sauc`, `nss`, `cc`, `kldiv`, `sim`: on plain saliency maps (classic models);
+* `saliency_maps`: the metric-specific maps and empirical fixation maps;
+* `export`: predictions to pysaliency's HDF5 model format and to MIT benchmark submissions.
+
+Conventions: log densities are natural logs per pixel; maps are (B, H, W) or lists of (H, W);
+fixations are ``x`` (column), ``y`` (row) float pixels and ``n`` (image index), read at
+``map[int(y), int(x)]``. Results are `MetricResult` objects with per-image and per-fixation values
+and both averages.
+"""
+
+from .export import export_mit_submission, export_pysaliency_hdf5
+from .information import explained_information_gain, information_gain, log_likelihood
+from .inputs import MetricInputError
+from .metrics import auc, cc, kldiv, nss, sauc, sim
+from .probabilistic import METRICS, evaluate_log_densities
+from .results import ExplainedInformationGain, MetricResult
+from .saliency_maps import (
+    blurred_density_maps,
+    density_maps,
+    empirical_saliency_maps,
+    sauc_maps,
+    shuffled_baseline_log_densities,
+)
+
+__all__ = [
+    "METRICS",
+    "ExplainedInformationGain",
+    "MetricInputError",
+    "MetricResult",
+    "auc",
+    "blurred_density_maps",
+    "cc",
+    "density_maps",
+    "empirical_saliency_maps",
+    "evaluate_log_densities",
+    "explained_information_gain",
+    "export_mit_submission",
+    "export_pysaliency_hdf5",
+    "information_gain",
+    "kldiv",
+    "log_likelihood",
+    "nss",
+    "sauc",
+    "sauc_maps",
+    "shuffled_baseline_log_densities",
+    "sim",
+]

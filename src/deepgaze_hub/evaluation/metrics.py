@@ -1,0 +1,246 @@
+"""Saliency metrics of the MIT/Tübingen benchmark on plain saliency maps, vectorised in torch.
+
+For users who bring saliency maps (classic models, any values): each function scores the maps as
+given. For probabilistic models, `deepgaze_hub.evaluation.evaluate_log_densities` first derives the
+map that is optimal for each metric and then calls the same arithmetic. Maps are a (B, H, W) tensor
+or a list of (H, W) maps; fixations are ``x`` (column), ``y`` (row) in float pixels and ``n``
+(image index), read at ``map[int(y), int(x)]`` (truncation, as in pysaliency); every fixation counts,
+duplicates included. Computation follows the maps' device; per-image results are float64.
+
+Per-fixation metrics (AUC, sAUC, NSS) give each image the mean over its fixations; the benchmark
+then averages over images (`MetricResult.value`). Images without fixations are NaN and left out of
+averages (pysaliency's ``average='image'`` groups by the images that have fixations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .inputs import CHUNK_PIXELS, ArrayLike, Fixations, Maps, MapsLike, MetricInputError
+from .ranks import (
+    auc_from_counts,
+    counts_against_all_pixels,
+    counts_against_negatives,
+    tie_keys,
+)
+from .results import MetricResult
+from .scratch import Scratch
+
+#: The regulariser of the benchmark's KLDiv (MATLAB's eps).
+KLDIV_EPS = 2.2204e-16
+TIE_RULES = ("average", "index")
+
+
+def auc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ties: str = "average") -> MetricResult:
+    """AUC against all pixels of the image (pysaliency's ``nonfixations='uniform'``).
+
+    Per fixation with map value ``v``: ``(#pixels below v + 0.5 * #pixels equal to v) / (H * W)``,
+    the fixated pixel itself included among the pixels; the image's AUC is the mean over its
+    fixations (= the ROC area of all its fixations against all pixels). Unitless, 0..1; a constant
+    map scores 0.5. Only ranks matter, so ``-inf`` values are allowed. ``ties="index"`` ranks equal values by flat pixel index instead (pysaliency on
+    an equalised map, see `deepgaze_hub.evaluation.ranks`); then ``(rank + 0.5) / (H * W)``.
+    """
+    _check_ties(ties)
+    maps = Maps(saliency_maps, "saliency_maps", allow_neg_inf=True)
+    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    per_fixation = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
+    scratch = Scratch()
+    for indices, chunk in maps.chunks(fixations.images_with_fixations()):
+        position, valid = fixations.padded(indices)
+        per_fixation[position[valid]] = auc_chunk(chunk, fixations.pixel[position], valid, ties, scratch)[valid]
+    return MetricResult.from_fixations("AUC", "", per_fixation, fixations.n, len(maps))
+
+
+def sauc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ties: str = "average") -> MetricResult:
+    """Shuffled AUC: each fixation against the fixations of all *other* images.
+
+    Negatives for image i: every fixation of every other image, its coordinates rescaled to image
+    i's size (``x * W_i / W_other``, truncated and clamped into the image), duplicates kept, read
+    from image i's map; fixations of image i are never its own negatives (pysaliency's
+    ``FullShuffledNonfixationProvider``). Per fixation: ``(#negatives below + 0.5 * #equal) / #negatives``;
+    mean per image. NaN where an image has no negatives (no other image has fixations).
+    ``ties`` as in `auc` (``"index"``: only negatives on the same pixel count as equal).
+    """
+    _check_ties(ties)
+    maps = Maps(saliency_maps, "saliency_maps", allow_neg_inf=True)
+    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+
+    def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
+        return maps.stack(indices).reshape(len(indices), -1)[:, pixels]
+
+    return shuffled_auc_result(fixations, maps.sizes, read, ties)
+
+
+def nss(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike) -> MetricResult:
+    """Normalized scanpath saliency: ``(s[y, x] - mean(s)) / std(s)`` per fixation.
+
+    ``std`` is the population standard deviation over all pixels of the map (numpy's default,
+    as pysaliency). A constant map scores 0 (pysaliency skips the division when ``std == 0``).
+    Unitless (standard deviations); mean per image.
+    """
+    maps = Maps(saliency_maps, "saliency_maps")
+    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    per_fixation = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
+    scratch = Scratch()
+    for indices, chunk in maps.chunks(fixations.images_with_fixations()):
+        position, valid = fixations.padded(indices)
+        per_fixation[position[valid]] = nss_chunk(chunk, fixations.pixel[position], scratch)[valid]
+    return MetricResult.from_fixations("NSS", "", per_fixation, fixations.n, len(maps))
+
+
+def cc(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+    """Pearson correlation coefficient between each saliency map and its empirical map.
+
+    ``empirical_maps``: the fixation maps to compare with, usually `empirical_saliency_maps`
+    (fixation counts blurred by a Gaussian). Unitless, -1..1. A constant saliency map scores 0
+    (pysaliency's rule); an all-zero empirical map (an image without fixations) gives NaN.
+    """
+    return _map_metric("CC", "", cc_chunk, saliency_maps, empirical_maps)
+
+
+def kldiv(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+    """The benchmark's image-based KL divergence ``KL(empirical || saliency)``, nats per image.
+
+    Both maps become densities (minus their minimum if it is negative, divided by their sum; an
+    all-zero saliency map becomes uniform), then ``sum(q * log(eps + q / (p + eps)))`` with
+    q = empirical, p = saliency map and ``eps = 2.2204e-16`` (MATLAB's eps, as the benchmark).
+    Lower is better; identical maps score 0. An all-zero empirical map gives NaN (pysaliency would
+    compare against a uniform map; the benchmark has no images without fixations).
+    """
+    return _map_metric("KLDiv", "nats", kldiv_chunk, saliency_maps, empirical_maps)
+
+
+def sim(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+    """Similarity (histogram intersection): ``sum(min(p, q))`` of both maps made densities.
+
+    Densities as in `kldiv` (minus a negative minimum, divided by the sum). Unitless, 0..1,
+    identical maps score 1. An all-zero empirical map gives NaN.
+    """
+    return _map_metric("SIM", "", sim_chunk, saliency_maps, empirical_maps)
+
+
+# --------------------------------------------------------------------------- chunk arithmetic
+# (C, H, W) maps of one size in, per-fixation (C, Fm) or per-image (C,) float64 out.
+
+
+def auc_chunk(maps: torch.Tensor, pixel: torch.Tensor, valid: torch.Tensor, ties: str, scratch: Scratch) -> torch.Tensor:
+    flat = maps.reshape(maps.shape[0], -1)
+    less, equal = counts_against_all_pixels(flat, pixel, valid, ties, scratch)
+    return auc_from_counts(less, equal, flat.shape[1])
+
+
+def nss_chunk(maps: torch.Tensor, pixel: torch.Tensor, scratch: Scratch, *, exp: bool = False) -> torch.Tensor:
+    """NSS of (C, H, W) maps at ``pixel`` (C, Fm); with ``exp`` the maps are log densities of the map."""
+    flat = maps.reshape(maps.shape[0], -1)
+    size = flat.shape[1]
+    centred = scratch.get("centred", tuple(flat.shape), flat.dtype, flat.device)
+    if exp:
+        torch.exp(flat, out=centred)
+    else:
+        centred.copy_(flat)
+    constant = centred.amax(1) == centred.amin(1)
+    centred.sub_(centred.sum(1, keepdim=True) / size)  # a second pass makes mean and std accurate in float32
+    residual = centred.sum(1).to(torch.float64) / size
+    squares = scratch.get("squares", tuple(flat.shape), flat.dtype, flat.device)
+    # sum() uses cascade summation, accurate in float32 (vector_norm is not, on a single long row)
+    variance = (torch.mul(centred, centred, out=squares).sum(1).to(torch.float64) / size - residual**2).clamp_min(0)
+    values = centred.gather(1, pixel).to(torch.float64) - residual[:, None]
+    return torch.where(constant[:, None], torch.zeros_like(values), values / variance.sqrt()[:, None])
+
+
+def cc_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
+    s = maps.reshape(maps.shape[0], -1).to(torch.float64)
+    e = empirical.reshape(empirical.shape[0], -1).to(torch.float64)
+    s_centred = s - s.mean(1, keepdim=True)
+    e_centred = e - e.mean(1, keepdim=True)
+    value = (s_centred * e_centred).sum(1) / (
+        torch.linalg.vector_norm(s_centred, dim=1) * torch.linalg.vector_norm(e_centred, dim=1)
+    )
+    value = torch.where(s.amax(1) == s.amin(1), torch.zeros_like(value), value)
+    return torch.where(e.amax(1) == e.amin(1), torch.full_like(value, float("nan")), value)
+
+
+def kldiv_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
+    p = _as_density(maps)
+    q = _as_density(empirical)
+    value = (q * torch.log(KLDIV_EPS + q / (p + KLDIV_EPS))).sum(1)
+    return _nan_without_fixations(value, empirical)
+
+
+def sim_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
+    value = torch.minimum(_as_density(maps), _as_density(empirical)).sum(1)
+    return _nan_without_fixations(value, empirical)
+
+
+def _as_density(maps: torch.Tensor) -> torch.Tensor:
+    """pysaliency's saliency-map-to-density rule on (C, H, W): shift a negative minimum to 0, divide by the sum."""
+    flat = maps.reshape(maps.shape[0], -1).to(torch.float64)
+    low = flat.amin(1, keepdim=True)
+    flat = torch.where(low < 0, flat - low, flat)
+    total = flat.sum(1, keepdim=True)
+    return torch.where(total > 0, flat / torch.where(total > 0, total, 1.0), 1.0 / flat.shape[1])
+
+
+def _nan_without_fixations(value: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
+    empty = empirical.reshape(empirical.shape[0], -1).abs().amax(1) == 0
+    return torch.where(empty, float("nan"), value)
+
+
+def _map_metric(name: str, unit: str, kernel: Callable, saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+    maps = Maps(saliency_maps, "saliency_maps")
+    empirical = Maps(empirical_maps, "empirical_maps")
+    if empirical.sizes != maps.sizes:
+        raise MetricInputError(
+            f"empirical_maps: need one map per saliency map with the same size, got {len(empirical)} maps for "
+            f"{len(maps)} or different sizes"
+        )
+    per_image = torch.full((len(maps),), float("nan"), dtype=torch.float64, device=maps.device)
+    for indices, chunk in maps.chunks():
+        index = torch.as_tensor(indices, device=maps.device)
+        per_image[index] = kernel(chunk, empirical.stack(indices).to(maps.device))
+    return MetricResult(name=name, unit=unit, per_image=per_image)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise MetricInputError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+
+
+# --------------------------------------------------------------------------- shuffled AUC
+
+ValueReader = Callable[[list[int], torch.Tensor], torch.Tensor]
+
+
+def shuffled_auc_result(fixations: Fixations, sizes: Sequence[tuple[int, int]], read: ValueReader, ties: str) -> MetricResult:
+    """sAUC of every fixation, reading map values through ``read(indices, pixels) -> (C, P)``.
+
+    ``read`` returns the values of the maps of images ``indices`` (all of one size) at the flat
+    ``pixels`` (P,) (ascending, distinct): only the pixels of fixations and of rescaled negatives are
+    ever read, so a derived map never has to be formed whole.
+    """
+    per_fixation = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=fixations.n.device)
+    images = fixations.images_with_fixations()
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in images:
+        groups.setdefault(tuple(sizes[i]), []).append(i)
+    for (height, width), members in groups.items():
+        # every fixation of the dataset, moved to this size (pysaliency multiplies by the size ratio)
+        columns = (fixations.x * (width / fixations.widths.to(torch.float64))[fixations.n]).long().clamp(0, width - 1)
+        rows = (fixations.y * (height / fixations.heights.to(torch.float64))[fixations.n]).long().clamp(0, height - 1)
+        pixels, where = torch.unique(rows * width + columns, return_inverse=True)
+        step = max(1, CHUNK_PIXELS // (height * width))
+        for start in range(0, len(members), step):
+            indices = members[start : start + step]
+            keys = tie_keys(read(indices, pixels).to(torch.float64), ties)
+            negative_keys = keys.gather(1, where.expand(len(indices), -1))
+            own = torch.as_tensor(indices, device=keys.device)
+            weight = (fixations.n[None, :] != own[:, None]).long()
+            position, valid = fixations.padded(indices)
+            less, equal = counts_against_negatives(keys, negative_keys, weight, keys.gather(1, where[position]))
+            total = weight.sum(1, keepdim=True)
+            value = auc_from_counts(less, equal, total.clamp_min(1))
+            value = torch.where(total > 0, value, float("nan"))
+            per_fixation[position[valid]] = value[valid]
+    return MetricResult.from_fixations("sAUC", "", per_fixation, fixations.n, len(sizes))

@@ -1,0 +1,139 @@
+"""Scoring a probabilistic model on every benchmark metric from its log densities.
+
+Each metric is computed on the saliency map the benchmark derives for it from the density (see
+`deepgaze_hub.evaluation.saliency_maps`), with the benchmark's conventions: AUC and sAUC on
+equalised maps (ties ordered by pixel index, ``ties="index"``), fixation metrics averaged per image
+except IG and LL (per fixation), empirical maps blurred by 23.99 px, model maps for CC/KLDiv by 24 px.
+Derived maps are formed one chunk of images at a time, so memory stays bounded whatever the dataset.
+
+Consequences of matching the benchmark that may surprise:
+
+* ties are ranked by pixel index, not counted as halves: a density with flat regions (such as the
+  2 x 2 blocks of DeepGaze's nearest upsampling) scores slightly differently per fixation than with
+  ``auc(..., ties="average")``, and a *uniform* model's AUC is not 0.5 but depends on where the
+  fixations are (lower rows rank higher); the equalised map's rank of equal values is by position.
+* AUC ranks ``log p`` rather than ``p``: the same order, except where ``exp`` would round two
+  distinct float64 log values to one density (float32 inputs cannot);
+* SIM uses the CC map, not the benchmark's numerically optimised SIM map (see `saliency_maps`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .blur import gaussian_blur
+from .information import baseline_log_likelihoods
+from .inputs import (
+    ArrayLike,
+    Fixations,
+    Maps,
+    MapsLike,
+    MetricInputError,
+    read_at_fixations,
+)
+from .metrics import (
+    auc_chunk,
+    cc_chunk,
+    kldiv_chunk,
+    nss_chunk,
+    shuffled_auc_result,
+    sim_chunk,
+)
+from .results import MetricResult
+from .saliency_maps import (
+    EMPIRICAL_SIGMA,
+    MODEL_SIGMA,
+    ShuffledBaseline,
+    empirical_chunk,
+)
+from .scratch import Scratch
+
+#: Every metric `evaluate_log_densities` computes, in the benchmark's table order.
+METRICS = ("IG", "LL", "AUC", "sAUC", "NSS", "CC", "KLDiv", "SIM")
+_MAP_METRICS = {"CC": cc_chunk, "KLDiv": kldiv_chunk, "SIM": sim_chunk}
+_UNITS = {"IG": "bits/fixation", "LL": "nats/fixation", "KLDiv": "nats"}
+
+
+def evaluate_log_densities(
+    log_densities: MapsLike,
+    x: ArrayLike,
+    y: ArrayLike,
+    n: ArrayLike,
+    *,
+    metrics: Sequence[str] = METRICS,
+    baseline: MapsLike | None = None,
+    model_sigma: float = MODEL_SIGMA,
+    empirical_sigma: float = EMPIRICAL_SIGMA,
+    shuffle_compute_size: tuple[int, int] | None = None,
+) -> dict[str, MetricResult]:
+    """Score a model's log densities on the fixations: ``{metric name: MetricResult}``.
+
+    ``log_densities``: (B, H, W) or a list of (H, W) natural-log densities, one per image, each
+    summing to 1 after ``exp``. ``x``, ``y``, ``n``: (F,) column, row (float pixels) and image
+    index per fixation. ``metrics``: any of `METRICS`. ``baseline``: log densities of the model IG
+    is measured against (default: uniform; pass the centre bias for IG over the centre bias).
+    ``model_sigma`` / ``empirical_sigma``: blur (pixels) of the CC/KLDiv/SIM model map and of the
+    empirical maps (benchmark: 24 / 23.99 on MIT images; use 40 for CAT2000).
+    ``shuffle_compute_size``: see `shuffled_baseline_log_densities` (sAUC needs >= 2 images).
+
+    Units: IG bits per fixation, LL nats per fixation, KLDiv nats per image, the rest unitless.
+    Images without fixations are NaN in ``per_image`` and left out of every average.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise MetricInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
+    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    results: dict[str, MetricResult] = {}
+
+    if "LL" in metrics or "IG" in metrics:
+        log_likelihoods = read_at_fixations(maps, fixations)
+        if "LL" in metrics:
+            results["LL"] = _from_fixations("LL", log_likelihoods, fixations, len(maps))
+        if "IG" in metrics:
+            reference = baseline_log_likelihoods(baseline, maps, fixations)
+            results["IG"] = _from_fixations("IG", (log_likelihoods - reference) / math.log(2), fixations, len(maps))
+
+    per_fixation = {m: _nan(len(fixations), maps.device) for m in ("AUC", "NSS") if m in metrics}
+    per_image = {m: _nan(len(maps), maps.device) for m in _MAP_METRICS if m in metrics}
+    if per_fixation or per_image:
+        scratch = Scratch()
+        for indices, chunk in maps.chunks(fixations.images_with_fixations()):
+            position, valid = fixations.padded(indices)
+            pixel = fixations.pixel[position]
+            if "AUC" in per_fixation:  # ranks of log p are the ranks of p
+                per_fixation["AUC"][position[valid]] = auc_chunk(chunk, pixel, valid, "index", scratch)[valid]
+            if "NSS" in per_fixation:
+                per_fixation["NSS"][position[valid]] = nss_chunk(chunk, pixel, scratch, exp=True)[valid]
+            if per_image:
+                model_map = gaussian_blur(chunk.to(torch.float64).exp(), model_sigma, "constant")
+                empirical = empirical_chunk(fixations, indices, tuple(chunk.shape[1:]), empirical_sigma, "reflect")
+                index = torch.as_tensor(indices, device=maps.device)
+                for name, values in per_image.items():
+                    values[index] = _MAP_METRICS[name](model_map, empirical)
+    for name, values in per_fixation.items():
+        results[name] = _from_fixations(name, values, fixations, len(maps))
+    for name, values in per_image.items():
+        results[name] = MetricResult(name=name, unit=_UNITS.get(name, ""), per_image=values, fixation_counts=fixations.counts)
+
+    if "sAUC" in metrics:
+        shuffled = ShuffledBaseline(maps, shuffle_compute_size)
+
+        def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
+            chunk = maps.stack(indices)
+            own = chunk.reshape(len(indices), -1)[:, pixels].to(torch.float64)
+            return own - shuffled.log_density_at(indices, chunk, pixels)
+
+        results["sAUC"] = shuffled_auc_result(fixations, maps.sizes, read, "index")
+    return {name: results[name] for name in METRICS if name in results}
+
+
+def _from_fixations(name: str, values: torch.Tensor, fixations: Fixations, num_images: int) -> MetricResult:
+    return MetricResult.from_fixations(name, _UNITS.get(name, ""), values, fixations.n, num_images)
+
+
+def _nan(length: int, device) -> torch.Tensor:
+    return torch.full((length,), float("nan"), dtype=torch.float64, device=device)

@@ -1,0 +1,211 @@
+"""The saliency map a probabilistic model is scored with on each metric, and empirical fixation maps.
+
+A density p(x | I) is not itself the best saliency map for every metric; the benchmark scores a
+probabilistic model on the map that maximises each metric's expected value under the model
+(Kümmerer, Wallis & Bethge 2018, "Saliency benchmarking made easy"), as its code does:
+
+=========  ==========================================================================
+metric     map derived from the model's log density ``log p``
+=========  ==========================================================================
+IG, LL     ``log p`` itself
+AUC        ``p`` (equalised by the benchmark: ranks with ties ordered by pixel index)
+sAUC       ``log p - log p_shuffled`` (equalised too); ``p_shuffled``: mean density of all *other* images
+NSS        ``p``
+CC, KLDiv  ``p`` blurred by a Gaussian of 24 px (MIT300/MIT1003), zero padding at the borders
+SIM        the benchmark optimises this map numerically; we use the CC map (an approximation that
+           scores somewhat lower than the benchmark's optimised map)
+=========  ==========================================================================
+
+Empirical maps (the reference for CC, KLDiv, SIM): fixation counts per pixel (duplicates add up)
+blurred by a Gaussian of 23.99 px with mirrored borders, as the benchmark builds them. Use 40 px for
+CAT2000-sized images. Functions return a (B, H, W) tensor when all images have one size, else a
+list of (H, W) tensors; computation follows the input device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .blur import gaussian_blur, gaussian_matrix
+from .inputs import ArrayLike, Fixations, Maps, MapsLike, MetricInputError
+
+#: Blur of the model density for the CC and KLDiv maps (pixels; the benchmark's MIT value).
+MODEL_SIGMA = 24.0
+#: Blur of the empirical fixation maps (pixels; the benchmark's MIT value).
+EMPIRICAL_SIGMA = 23.99
+#: Where pysaliency averages densities of images of different sizes for ``p_shuffled`` (rows, cols).
+SHUFFLE_COMPUTE_SIZE = (500, 500)
+
+
+def density_maps(log_densities: MapsLike) -> torch.Tensor | list[torch.Tensor]:
+    """``p = exp(log p)``: the AUC and NSS map of a probabilistic model."""
+    maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
+    return _collect(maps, lambda indices, chunk: chunk.exp())
+
+
+def blurred_density_maps(
+    log_densities: MapsLike, sigma: float = MODEL_SIGMA, mode: str = "constant"
+) -> torch.Tensor | list[torch.Tensor]:
+    """``p`` blurred by a Gaussian of ``sigma`` pixels (zero padding): the CC, KLDiv (and our SIM) map."""
+    maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
+    return _collect(maps, lambda indices, chunk: gaussian_blur(chunk.to(torch.float64).exp(), sigma, mode))
+
+
+def shuffled_baseline_log_densities(
+    log_densities: MapsLike, compute_size: tuple[int, int] | None = None
+) -> torch.Tensor | list[torch.Tensor]:
+    """``log p_shuffled`` for every image: the log of the mean density of all other images.
+
+    When all images have one size the average is taken at that size (exact). Otherwise, as
+    pysaliency does, every log density is resized bilinearly (corner-aligned, like
+    ``scipy.ndimage.zoom(order=1)``) to ``compute_size`` (default 500 x 500) and renormalised, the
+    densities are averaged there, and each image's leave-one-out average is resized back and
+    renormalised. Pass ``compute_size=(500, 500)`` to reproduce pysaliency also for equal sizes.
+    """
+    maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
+    baseline = ShuffledBaseline(maps, compute_size)
+    return _collect(maps, lambda indices, chunk: _normalised(baseline.log_density_at(indices, chunk).view_as(chunk)))
+
+
+def sauc_maps(log_densities: MapsLike, compute_size: tuple[int, int] | None = None) -> torch.Tensor | list[torch.Tensor]:
+    """``log p - log p_shuffled``: the sAUC map of a probabilistic model (float64)."""
+    maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
+    baseline = ShuffledBaseline(maps, compute_size)
+    return _collect(maps, lambda indices, chunk: chunk.to(torch.float64) - baseline.log_density_at(indices, chunk).view_as(chunk))
+
+
+def empirical_saliency_maps(
+    x: ArrayLike,
+    y: ArrayLike,
+    n: ArrayLike,
+    sizes: Sequence[tuple[int, int]],
+    sigma: float = EMPIRICAL_SIGMA,
+    mode: str = "reflect",
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Fixation counts per pixel ``(int(y), int(x))``, blurred by a Gaussian of ``sigma`` pixels.
+
+    ``sizes``: (H, W) of every image; images without fixations get an all-zero map. float64.
+    """
+    sizes = [tuple(int(v) for v in size) for size in sizes]
+    fixations = Fixations(x, y, n, sizes, torch.device(device) if device is not None else torch.device("cpu"))
+    out: list[torch.Tensor | None] = [None] * len(sizes)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    for size, members in groups.items():
+        for start in range(0, len(members), 64):
+            indices = members[start : start + 64]
+            for i, empirical in zip(indices, empirical_chunk(fixations, indices, size, sigma, mode)):
+                out[i] = empirical
+    return _stack_if_one_size(out)
+
+
+def empirical_chunk(
+    fixations: Fixations, indices: Sequence[int], size: tuple[int, int], sigma: float, mode: str
+) -> torch.Tensor:
+    """(C, H, W) float64 empirical maps of images ``indices`` (all of ``size``).
+
+    The blur is linear, so the blurred count map is the sum over fixations of one row of the
+    row-blur matrix times one row of the column-blur matrix: ``R[:, rows] @ C[:, cols]^T``.
+    """
+    height, width = size
+    device = fixations.n.device
+    blur_rows = gaussian_matrix(height, sigma, mode, device=device)
+    blur_cols = gaussian_matrix(width, sigma, mode, device=device)
+    position, valid = fixations.padded(indices)
+    rows = fixations.y[position].long()
+    cols = fixations.x[position].long()
+    weight = valid.to(torch.float64)[:, None, :]
+    left = blur_rows[:, rows].permute(1, 0, 2) * weight  # (C, H, Fm)
+    right = blur_cols[:, cols].permute(1, 2, 0)  # (C, Fm, W)
+    return left @ right
+
+
+class ShuffledBaseline:
+    """``log p_shuffled`` of each image of a set of log densities, evaluated where it is needed.
+
+    ``p_shuffled`` for image i is the mean density of all other images: ``(S - p_i) / (B - 1)`` with
+    ``S`` the sum of all B densities. With one image size this is exact at any pixels and needs only
+    the densities at those pixels; otherwise see `shuffled_baseline_log_densities`.
+    """
+
+    def __init__(self, maps: Maps, compute_size: tuple[int, int] | None = None) -> None:
+        if len(maps) < 2:
+            raise MetricInputError("the shuffled baseline (sAUC) needs log densities of at least two images")
+        self.maps = maps
+        self.native = compute_size is None and len(set(maps.sizes)) == 1
+        self.size = tuple(maps.sizes[0]) if self.native else tuple(compute_size or SHUFFLE_COMPUTE_SIZE)
+        self._pixels: torch.Tensor | None = None
+        self._sum_at_pixels: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        if not self.native:
+            total = torch.zeros(self.size, dtype=torch.float64, device=maps.device)
+            for _, chunk in maps.chunks():
+                total += self._resized_density(chunk).sum(0)
+            self._sum = total
+
+    def log_density_at(self, indices: Sequence[int], chunk: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """(C, P) float64 ``log p_shuffled`` of images ``indices`` at flat ``pixels`` (default: all).
+
+        ``chunk`` (C, H, W): those images' own log densities. Not renormalised when exact (the
+        mean of normalised densities is normalised).
+        """
+        flat = chunk.reshape(chunk.shape[0], -1)
+        count = len(self.maps)
+        if self.native:
+            own = (flat if pixels is None else flat[:, pixels]).to(torch.float64).exp()
+            others = self._total_at(pixels) - own
+        else:
+            others = (self._sum - self._resized_density(chunk)).reshape(chunk.shape[0], -1)
+        log_shuffled = torch.log(others.clamp_min(torch.finfo(torch.float64).tiny) / (count - 1))
+        if not self.native:
+            full = _resize_log_density(log_shuffled.view(chunk.shape[0], *self.size), tuple(chunk.shape[1:]))
+            log_shuffled = full.reshape(chunk.shape[0], -1)
+            if pixels is not None:
+                log_shuffled = log_shuffled[:, pixels]
+        return log_shuffled
+
+    def _total_at(self, pixels: torch.Tensor | None) -> torch.Tensor:
+        if self._sum_at_pixels is None or self._pixels is not pixels:
+            total = None
+            for _, chunk in self.maps.chunks():
+                flat = chunk.reshape(chunk.shape[0], -1)
+                part = (flat if pixels is None else flat[:, pixels]).to(torch.float64).exp().sum(0)
+                total = part if total is None else total + part
+            self._pixels, self._sum_at_pixels = pixels, total
+        return self._sum_at_pixels
+
+    def _resized_density(self, chunk: torch.Tensor) -> torch.Tensor:
+        return _resize_log_density(chunk.to(torch.float64), self.size).exp()
+
+
+def _resize_log_density(log_density: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (C, h, w) log densities bilinearly (corner-aligned) to ``size`` and renormalise."""
+    if tuple(log_density.shape[-2:]) != tuple(size):
+        finite = torch.where(torch.isfinite(log_density), log_density, torch.finfo(log_density.dtype).min / 4)
+        log_density = F.interpolate(finite[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+    return _normalised(log_density)
+
+
+def _normalised(log_density: torch.Tensor) -> torch.Tensor:
+    return log_density - log_density.logsumexp(dim=(-2, -1), keepdim=True)
+
+
+def _collect(maps: Maps, produce: Callable[[list[int], torch.Tensor], torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    out: list[torch.Tensor | None] = [None] * len(maps)
+    for indices, chunk in maps.chunks():
+        for i, result in zip(indices, produce(indices, chunk)):
+            out[i] = result
+    return _stack_if_one_size(out)
+
+
+def _stack_if_one_size(maps: list) -> torch.Tensor | list[torch.Tensor]:
+    if maps and len({tuple(m.shape) for m in maps}) == 1:
+        return torch.stack(maps)
+    return maps
+

@@ -1,0 +1,117 @@
+"""Checking an upload before it costs anything: body size, image type by content, pixel count.
+
+Every check raises `RequestRefused` with the 4xx status the client should see:
+
+* 413: the body is larger than ``max_upload_bytes`` (refused from the Content-Length header
+  before reading, or as soon as the streamed body passes the limit), or the image header
+  declares more than ``max_pixels`` pixels (refused before decoding: decompression bombs);
+* 415: the bytes are not an image in one of ``image_formats`` (only those decoders ever look
+  at the bytes; the file name and Content-Type are ignored), or the body is a multipart form;
+* 400: an empty body or a malformed Content-Length; 422: a corrupt, truncated or too small image.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..io.images import ImageError, load_image
+from .errors import RequestRefused
+from .settings import ServiceSettings
+
+UPLOAD_NAME = "the uploaded image"
+
+
+async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int) -> bytes:
+    """The whole request body, refusing (413) as soon as it is known to exceed ``max_bytes``."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise RequestRefused(
+                400, "bad_content_length", f"Content-Length {content_length!r} is not a number"
+            ) from None
+        if declared > max_bytes:
+            raise RequestRefused(413, "upload_too_large", _too_large(declared, max_bytes))
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestRefused(413, "upload_too_large", _too_large(size, max_bytes, at_least=True))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    more = "at least " if at_least else ""
+    return (
+        f"the upload is {more}{size} bytes, more than this service's limit of {limit} bytes "
+        f"({limit / 2**20:.1f} MiB); send a smaller or more compressed image"
+    )
+
+
+def refuse_multipart(content_type: str | None) -> None:
+    """Refuse multipart forms (415) with a hint: the body must be the image file itself."""
+    if content_type and content_type.lower().startswith("multipart/"):
+        raise RequestRefused(
+            415,
+            "multipart_not_accepted",
+            "send the image file itself as the request body (curl --data-binary @photo.jpg, "
+            "requests.post(url, data=open('photo.jpg', 'rb'))), not a multipart form (curl -F)",
+        )
+
+
+def decode_upload(data: bytes, settings: ServiceSettings) -> tuple[torch.Tensor, str]:
+    """Decode an uploaded image into ((3, H, W) float32 pixels in [0, 255], Pillow format name).
+
+    The format is detected from the bytes by the accepted decoders only; the pixel count is
+    checked from the header before the pixels are decoded. EXIF orientation is applied, so
+    (H, W) is the image as displayed.
+    """
+    if not data:
+        raise RequestRefused(400, "empty_upload", "the request body is empty; send the image file as the body")
+    accepted = ", ".join(settings.image_formats)
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(settings.image_formats))
+    except UnidentifiedImageError:
+        raise RequestRefused(
+            415,
+            "unsupported_image_type",
+            f"the upload is not an image in an accepted format ({accepted}); the type is read "
+            "from the content, not from the file name or Content-Type",
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise RequestRefused(413, "too_many_pixels", f"{UPLOAD_NAME} declares too many pixels ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise RequestRefused(422, "corrupt_image", f"{UPLOAD_NAME} has a corrupt header ({error})") from None
+    width, height = image.size
+    if width * height > settings.max_pixels:
+        raise RequestRefused(
+            413,
+            "too_many_pixels",
+            f"{UPLOAD_NAME} is {width}x{height} = {width * height} pixels, more than this service's "
+            f"limit of {settings.max_pixels}; downscale it first",
+        )
+    try:
+        image.load()
+        pixels = load_image(image, UPLOAD_NAME)
+    except ImageError as error:
+        raise RequestRefused(422, "unusable_image", str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise RequestRefused(422, "corrupt_image", f"{UPLOAD_NAME} is corrupt or truncated ({error})") from None
+    return pixels, str(image.format)
+
+
+def check_min_side(pixels: torch.Tensor, min_side: int) -> None:
+    """Refuse (422) an image with a side shorter than ``min_side`` pixels (one readout cell)."""
+    height, width = pixels.shape[-2:]
+    if min(height, width) < min_side:
+        raise RequestRefused(
+            422,
+            "image_too_small",
+            f"{UPLOAD_NAME} is {width}x{height} pixels; the model needs at least {min_side} pixels on each side",
+        )

@@ -1,0 +1,100 @@
+"""One prediction's outputs (log density, overlay, sampled fixations) and the store of recent ones.
+
+The store keeps the most recent predictions within a byte budget, so that a client (the web
+page) can redraw the overlay with other toggles or download the log density later without
+sending the image again and without rerunning the model.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..sampling import sample_fixations
+from ..visualization import density_overlay
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An uploaded image and the model's answer.
+
+    ``image``: (H, W, 3) uint8 as the model saw it (EXIF orientation applied, 16-bit scaled to
+    8 bits); ``log_density``: (H, W) float32, natural log, ``exp(log_density).sum() == 1``.
+    """
+
+    id: str
+    image: np.ndarray
+    log_density: np.ndarray
+    image_format: str
+
+    @classmethod
+    def create(cls, pixels: torch.Tensor, log_density: torch.Tensor, image_format: str) -> Prediction:
+        """From (3, H, W) 0-255 pixels and an (H, W) log density; gets a fresh random id."""
+        image = pixels.permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
+        return cls(secrets.token_urlsafe(12), image, log_density.float().numpy(), image_format)
+
+    @property
+    def nbytes(self) -> int:
+        return self.image.nbytes + self.log_density.nbytes
+
+    def fixations(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` fixations (xs, ys) in pixels (x = column, y = row), the same for the same seed."""
+        return sample_fixations(self.log_density, count, seed=seed)
+
+    def log_density_npy(self) -> bytes:
+        """The log density as the bytes of a float32 (H, W) ``.npy`` file."""
+        buffer = io.BytesIO()
+        np.save(buffer, self.log_density.astype(np.float32, copy=False))
+        return buffer.getvalue()
+
+    def overlay_png(
+        self,
+        *,
+        show_density: bool = True,
+        show_contours: bool = True,
+        fixations: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> bytes:
+        """The heatmap overlay with probability-mass contours (and fixation dots), as PNG bytes."""
+        picture = density_overlay(
+            self.image, self.log_density, show_density=show_density, show_contours=show_contours, fixations=fixations
+        )
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+class ResultStore:
+    """The most recent predictions whose sizes add up to at most ``max_bytes`` (oldest evicted).
+
+    Not thread-safe: use it from the event loop only.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: collections.OrderedDict[str, Prediction] = collections.OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, prediction: Prediction) -> bool:
+        """Keep ``prediction``, evicting the oldest ones; False if it alone exceeds the budget."""
+        if prediction.nbytes > self.max_bytes:
+            return False
+        self._items[prediction.id] = prediction
+        self._bytes += prediction.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+        return True
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        prediction = self._items.get(prediction_id)
+        if prediction is not None:
+            self._items.move_to_end(prediction_id)
+        return prediction

@@ -1,0 +1,151 @@
+"""`DeepGazeModule`: the LightningModule that trains a DeepGaze readout (or K of them at once).
+
+Objective (SPEC §1): the log-likelihood of the observed fixations in **bits per fixation
+relative to a uniform density**, ``(mean_f log p(y_f, x_f) + log(H W)) / ln 2`` per image,
+averaged over images (``averaging="image"``, the reference) or over all fixations
+(``"fixation"``). The loss is its negative, plus ``l1 * sum |readout weights|`` if configured.
+
+K members train side by side: a (B, K) mask says which members learn from which image, so member
+k of a cross-validated ensemble never sees its validation fold. Each member's loss is its own
+average, so the members' gradients are independent (Adam is elementwise, so each member's
+optimiser state is its own too). Averages use the global count over all devices, which makes
+N-process DDP compute the same gradient as one process.
+
+Only the readout, the blur sigmas and the centre-bias weights are parameters: the backbone is no
+parameter of `DeepGaze` at all, so it is neither optimised nor written into checkpoints.
+After every validation epoch each member whose validation log-likelihood improved has its
+parameters copied into ``best__*`` buffers (saved with checkpoints); `best_model` returns the
+model made of each member's best epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ..model.deepgaze import DeepGaze
+from .recipe import AVERAGING, OptimizerConfig
+
+LN2 = math.log(2.0)
+
+
+def _buffer_name(parameter: str) -> str:
+    return "best__" + parameter.replace(".", "__")
+
+
+class DeepGazeModule(L.LightningModule):
+    """Train ``model``'s readouts with Adam + step decay on batches from `FixationDataModule`.
+
+    Logged (bits per fixation): ``train/ll``, ``val/ll`` (mean over members), ``val/ig``
+    (information gain over the model's centre bias), and per member ``val/ll_m{k}``.
+    """
+
+    def __init__(self, model: DeepGaze, optimizer: OptimizerConfig | None = None, averaging: str = "image") -> None:
+        super().__init__()
+        if averaging not in AVERAGING:
+            raise ValueError(f"averaging must be one of {AVERAGING}")
+        self.model = model
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.averaging = averaging
+        k = model.num_members
+        self.register_buffer("best_ll", torch.full((k,), -math.inf))
+        self.register_buffer("best_epoch", torch.full((k,), -1, dtype=torch.long))
+        for name, parameter in self._trainable():
+            self.register_buffer(_buffer_name(name), parameter.detach().clone())
+        self._val_sums: torch.Tensor | None = None
+
+    def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+
+    # -- the objective --------------------------------------------------------------------------
+    def member_bits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per image and member: log-likelihood in bits/fixation vs uniform (B, K), fixation
+        counts (B,), and the centre bias's log-likelihood in bits/fixation (B,)."""
+        height, width = batch["size"]
+        if "features" in batch:
+            features = batch["features"].float()
+        else:
+            features = self.model.extract_features(batch["images"])
+        log_p = self.model.log_density_at(features, (height, width), batch["fix_batch"], batch["fix_x"], batch["fix_y"])
+        images = features.shape[0]
+        one_hot = F.one_hot(batch["fix_batch"], images).to(log_p.dtype).T  # (B, F): deterministic sums
+        counts = one_hot.sum(dim=1)
+        per_image = one_hot @ log_p / counts.clamp_min(1).unsqueeze(1)  # (B, K) mean log p in nats
+        log_uniform = -math.log(height * width)
+        bits = (per_image - log_uniform) / LN2
+        bias = self.model.centerbias((height, width)).to(log_p.device)
+        rows = batch["fix_y"].long().clamp(0, height - 1)
+        cols = batch["fix_x"].long().clamp(0, width - 1)
+        bias_bits = (one_hot @ bias[rows, cols] / counts.clamp_min(1) - log_uniform) / LN2
+        return bits, counts, bias_bits
+
+    def _weights(self, batch: dict, counts: torch.Tensor) -> torch.Tensor:
+        mask = batch["mask"].to(counts.dtype) * (counts > 0).to(counts.dtype).unsqueeze(1)
+        return mask if self.averaging == "image" else mask * counts.unsqueeze(1)
+
+    def _global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(value.detach().clone(), reduce_op="sum")
+        return value.detach()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        bits, counts, _ = self.member_bits(batch)
+        weights = self._weights(batch, counts)
+        total = self._global_sum(weights.sum(dim=0)).clamp_min(1e-12)  # (K,) over all devices
+        world = self.trainer.world_size if self.trainer is not None else 1
+        member_ll = (bits * weights).sum(dim=0) / total * world  # DDP's gradient mean undoes `world`
+        loss = -member_ll.sum()
+        if self.optimizer_config.l1:
+            loss = loss + self.optimizer_config.l1 * sum(layer.weight.abs().sum() for layer in self.model.readout.layers)
+        self.log("train/ll", member_ll.detach().mean() / world, prog_bar=True, batch_size=len(counts))
+        return loss
+
+    # -- validation and per-member best epochs ----------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        bits, counts, bias_bits = self.member_bits(batch)
+        weights = self._weights(batch, counts)
+        sums = torch.stack([(bits * weights).sum(0), (bias_bits.unsqueeze(1) * weights).sum(0), weights.sum(0)])
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sums is None or self.trainer.sanity_checking:
+            return
+        ll_sum, bias_sum, weight = self._global_sum(self._val_sums)
+        weight = weight.clamp_min(1e-12)
+        ll, bias_ll = ll_sum / weight, bias_sum / weight
+        self.log("val/ll", ll.mean(), prog_bar=True, sync_dist=False)
+        self.log("val/ig", (ll - bias_ll).mean(), prog_bar=True, sync_dist=False)
+        for k in range(ll.numel()):
+            self.log(f"val/ll_m{k}", ll[k], sync_dist=False)
+        improved = ll > self.best_ll
+        if improved.any():
+            self.best_ll[improved] = ll[improved]
+            self.best_epoch[improved] = self.current_epoch
+            with torch.no_grad():
+                for name, parameter in self._trainable():
+                    getattr(self, _buffer_name(name))[improved] = parameter.detach()[improved]
+
+    def best_model(self) -> DeepGaze:
+        """A copy of the model holding, per member, the parameters of its best validation epoch
+        (the current ones for members never validated)."""
+        best = DeepGaze(self.model.config, backbone=self.model.backbone)  # shares the frozen backbone
+        best.load_state_dict(self.model.state_dict())
+        with torch.no_grad():
+            validated = self.best_epoch >= 0
+            for name, parameter in best.named_parameters():
+                if parameter.requires_grad:
+                    parameter[validated] = getattr(self, _buffer_name(name))[validated].to(parameter.device)
+        return best.to(self.model.device).eval()
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optimizer_config
+        optimizer = torch.optim.Adam([p for _, p in self._trainable()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

@@ -1,0 +1,341 @@
+"""Running a recipe: stages in order, resumable, ending in one saved ensemble.
+
+Run directory layout::
+
+    recipe.json                   the resolved recipe; a rerun must match it (or pass restart)
+    centerbias/<dataset>.npy      fitted centre-bias templates
+    features/                     feature caches (unless feature_cache.dir says otherwise)
+    stages/<stage>/[fold-<k>/]    Lightning logs, checkpoints/last.ckpt, model/, result.json
+    model/                        the final ensemble (save_pretrained) + crossval.json
+    summary.md                    the table printed at the end
+
+A stage (or fold) whose ``result.json`` exists is done and is not trained again; an unfinished
+one resumes from its ``last.ckpt``. So a killed run continues where it stopped when the same
+command is run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ..baselines import fit_centerbias
+from ..data import FixationDataset, default_dataset, kfold_assignments
+from ..hub.card import EvaluationResult, ModelCardInfo
+from ..io.atomic import atomic_save_npy, atomic_write_text
+from ..model.deepgaze import DeepGaze
+from ..model.ensemble import repeat_member, stack_members
+from .datamodule import FixationDataModule
+from .feature_cache import FeatureCache, build_feature_cache, feature_key
+from .module import DeepGazeModule
+from .recipe import Recipe, RecipeError, StageConfig
+
+RESULT_FILE = "result.json"
+EMBEDDED = "embedded"
+
+
+@dataclass
+class StageResult:
+    name: str
+    members: int
+    best_epoch: list[int]
+    best_ll: list[float]  # validation log-likelihood, bits per fixation vs uniform
+    seconds: float
+
+
+class RecipeRun:
+    """Runs ``recipe`` in ``run_dir``; `run` returns the directory of the saved ensemble."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, *, restart: bool = False, log: Callable[[str], None] = print) -> None:
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self._datasets: dict[str, FixationDataset] = {}
+        self._backbone = None
+        self._check_run_dir(restart)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _check_run_dir(self, restart: bool) -> None:
+        path = self.run_dir / "recipe.json"
+        if path.exists() and not restart:
+            if json.loads(path.read_text()) != json.loads(self.recipe.fingerprint()):
+                raise RecipeError(
+                    f"{self.run_dir} holds a run of a different recipe (see {path}); use another --run-dir, "
+                    "or --restart to discard that run"
+                )
+        elif path.exists() and restart:
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def dataset(self, name: str) -> FixationDataset:
+        if name not in self._datasets:
+            path = self.recipe.data[name]
+            if path == EMBEDDED:
+                self._datasets[name] = default_dataset()
+            else:
+                if not Path(path).exists():
+                    raise RecipeError(
+                        f"dataset {name!r}: {path} does not exist; import your data with `deepgaze-hub data import ...` "
+                        f"and pass its path with --set data.{name}=PATH"
+                    )
+                self._datasets[name] = FixationDataset.open(path)
+        return self._datasets[name]
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        t = self.recipe.trainer
+        return dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision)
+
+    def _new_model(self, members: int) -> DeepGaze:
+        model = DeepGaze(self.recipe.model_config(members), backbone=self._backbone)
+        self._backbone = model.backbone
+        model.readout.reset_parameters(torch.Generator().manual_seed(self.recipe.seed))
+        return model
+
+    def _centerbias(self, dataset_name: str) -> np.ndarray:
+        path = self.run_dir / "centerbias" / f"{dataset_name}.npy"
+        if not path.exists():
+            self.log(f"fitting the centre bias on {dataset_name}")
+            shape = self.recipe.model_config(1).centerbias_shape
+            atomic_save_npy(path, np.asarray(fit_centerbias(self.dataset(dataset_name)).template(tuple(shape)), dtype=np.float32))
+        return np.load(path)
+
+    def feature_cache(self, model: DeepGaze, dataset_name: str) -> FeatureCache | None:
+        settings = self.recipe.feature_cache
+        if not settings.enabled:
+            return None
+        root = Path(settings.dir) if settings.dir else self.run_dir / "features"
+        key = json.dumps(feature_key(model.config), sort_keys=True)
+        directory = root / hashlib.sha256(key.encode()).hexdigest()[:16]
+        cache = FeatureCache(directory, model.config, settings.dtype)
+        dataset = self.dataset(dataset_name)
+        missing = len(cache.missing(dataset.image_ids))
+        if missing:
+            self.log(f"caching backbone features of {missing} images of {dataset_name} in {directory}")
+            build_feature_cache(
+                model,
+                dataset,
+                cache,
+                batch_size=settings.batch_size,
+                compression=settings.compression,
+                trainer_kwargs=self._trainer_kwargs(),
+            )
+        return cache
+
+    # -- stages -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        results: dict[str, tuple[DeepGaze, StageResult]] = {}
+        for stage in self.recipe.stages:
+            results[stage.name] = self._run_stage(stage, results)
+        final_stage = self.recipe.stages[-1]
+        model, _ = results[final_stage.name]
+        out = self.run_dir / "model"
+        crossval = self._crossval(model, final_stage) if final_stage.folds else None
+        model.card_info = self._card_info(crossval)
+        if self._is_global_zero():
+            model.save_pretrained(out)
+            if crossval is not None:
+                atomic_write_text(out / "crossval.json", json.dumps(crossval, indent=2) + "\n")
+            table = summary_table([r for _, r in results.values()], crossval)
+            atomic_write_text(self.run_dir / "summary.md", table + "\n")
+            self.log(table)
+            self.log(f"saved the ensemble to {out}")
+        return out
+
+    def _card_info(self, crossval: dict[str, Any] | None) -> ModelCardInfo:
+        stages = ", ".join(
+            f"{s.name} ({'%d-fold cross-validation on ' % s.folds if s.folds else ''}{s.train}"
+            f"{', stopping set ' + s.val if s.val else ''}, {s.epochs} epochs)"
+            for s in self.recipe.stages
+        )
+        evaluation = []
+        if crossval is not None:
+            split = f"held-out folds ({crossval['folds']}-fold cross-validation, per-image average)"
+            evaluation = [
+                EvaluationResult(crossval["dataset"], "LL", round(crossval["ll_bits"], 4), split, "bits/fixation"),
+                EvaluationResult(crossval["dataset"], "IG vs centre bias", round(crossval["ig_bits_vs_centerbias"], 4), split, "bits/fixation"),
+            ]
+            if "fraction_of_truth_ig" in crossval:
+                evaluation.append(
+                    EvaluationResult(crossval["dataset"], "IG / true IG", round(100 * crossval["fraction_of_truth_ig"], 1), split, "%")
+                )
+        return ModelCardInfo(
+            title=f"DeepGaze ensemble trained with recipe {self.recipe.name}",
+            datasets=sorted({s.train for s in self.recipe.stages} | {s.val for s in self.recipe.stages if s.val}),
+            recipe=f"recipes/{self.recipe.name}.yaml",
+            training=f"Trained with deepgaze-hub, recipe `{self.recipe.name}` (seed {self.recipe.seed}): {stages}.",
+            evaluation=evaluation,
+        )
+
+    def _is_global_zero(self) -> bool:
+        import torch.distributed as dist
+
+        return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
+
+    def _start_model(self, stage: StageConfig, results: dict, members: int) -> DeepGaze:
+        if stage.init is None:
+            model = self._new_model(members)
+        else:
+            previous, _ = results[stage.init]
+            if previous.num_members == members:
+                model = stack_members([previous])
+            elif previous.num_members == 1:
+                model = repeat_member(previous, members)
+            else:
+                raise RecipeError(f"stage {stage.name}: cannot start {members} members from {previous.num_members}")
+        if stage.fit_centerbias:
+            model.set_centerbias(torch.from_numpy(self._centerbias(stage.train)))
+        return model
+
+    def _run_stage(self, stage: StageConfig, results: dict) -> tuple[DeepGaze, StageResult]:
+        directory = self.run_dir / "stages" / stage.name
+        if stage.folds and not stage.joint:
+            parts = [
+                self._run_unit(stage, directory / f"fold-{k}", results, members=1, fold=k) for k in range(stage.folds)
+            ]
+            model = stack_members([m for m, _ in parts])
+            result = StageResult(
+                stage.name,
+                stage.folds,
+                [r.best_epoch[0] for _, r in parts],
+                [r.best_ll[0] for _, r in parts],
+                sum(r.seconds for _, r in parts),
+            )
+            return model, result
+        return self._run_unit(stage, directory, results, members=stage.num_members, fold=None)
+
+    def _run_unit(self, stage: StageConfig, directory: Path, results: dict, *, members: int, fold: int | None) -> tuple[DeepGaze, StageResult]:
+        label = stage.name + (f" fold {fold}" if fold is not None else "")
+        done = directory / RESULT_FILE
+        if done.exists():
+            self.log(f"{label}: already trained, skipping")
+            model = DeepGaze.from_pretrained(directory / "model", backbone=self._backbone)
+            self._backbone = model.backbone
+            return model, StageResult(**json.loads(done.read_text()))
+        started = time.perf_counter()
+        model = self._start_model(stage, results, members)
+        train = self.dataset(stage.train)
+        val = self.dataset(stage.val) if stage.val else None
+        datamodule = FixationDataModule(
+            train,
+            val_dataset=val,
+            num_folds=stage.folds,
+            fold=fold,
+            fold_seed=stage.fold_seed,
+            joint=stage.folds is not None and fold is None,
+            batch_size=stage.batch_size,
+            seed=self.recipe.seed,
+            num_workers=self.recipe.trainer.num_workers,
+            features=self.feature_cache(model, stage.train),
+            val_features=self.feature_cache(model, stage.val) if stage.val else None,
+        )
+        module = DeepGazeModule(model, stage.optimizer, stage.averaging)
+        last = directory / "checkpoints" / "last.ckpt"
+        self.log(f"{label}: training {members} member(s) for {stage.epochs} epochs" + (" (resuming)" if last.exists() else ""))
+        trainer = L.Trainer(
+            max_epochs=stage.epochs,
+            logger=CSVLogger(directory, name="logs", version=0),
+            # one rolling checkpoint, rewritten (atomically) after every epoch: what a resume starts from
+            callbacks=[ModelCheckpoint(dirpath=directory / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)],
+            use_distributed_sampler=False,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            deterministic=self.recipe.trainer.deterministic,
+            default_root_dir=directory,
+            log_every_n_steps=1,
+            **self._trainer_kwargs(),
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        best = module.best_model()
+        result = StageResult(
+            stage.name,
+            members,
+            module.best_epoch.tolist(),
+            [float(v) for v in module.best_ll.tolist()],
+            time.perf_counter() - started,
+        )
+        if trainer.is_global_zero:
+            best.save_pretrained(directory / "model")
+            atomic_write_text(done, json.dumps(result.__dict__, indent=2) + "\n")
+        trainer.strategy.barrier()
+        return best, result
+
+    # -- cross-validated evaluation ---------------------------------------------------------------
+    @torch.no_grad()
+    def _crossval(self, model: DeepGaze, stage: StageConfig) -> dict[str, Any]:
+        """Score every image with the member that did not train on it (bits/fixation vs uniform).
+
+        The baseline is the model's centre bias, fitted on all images of the dataset.
+        """
+        saved = self.run_dir / "model" / "crossval.json"
+        if saved.exists() and (self.run_dir / "model" / "model.safetensors").exists():
+            return json.loads(saved.read_text())
+        dataset = self.dataset(stage.train)
+        held_out = FixationDataModule(
+            dataset,
+            num_folds=stage.folds,
+            fold_seed=stage.fold_seed,
+            joint=True,
+            batch_size=stage.batch_size,
+            features=self.feature_cache(model, stage.train),
+        )
+        scorer = DeepGazeModule(model.eval())
+        per_image = []
+        for batch in held_out.val_dataloader():
+            bits, counts, bias_bits = scorer.member_bits(batch)
+            fold = batch["mask"].float().argmax(dim=1)  # the one member validated on each image
+            for b, index in enumerate(batch["index"].tolist()):
+                if counts[b] == 0:
+                    continue
+                entry = {
+                    "image": index,
+                    "fold": int(fold[b]),
+                    "fixations": int(counts[b]),
+                    "ll_bits": float(bits[b, fold[b]]),
+                    "centerbias_ll_bits": float(bias_bits[b]),
+                }
+                truth = dataset.true_log_density(index)
+                if truth is not None:
+                    fixations = dataset.fixations_of(index)
+                    rows, cols = np.asarray(fixations.y).astype(int), np.asarray(fixations.x).astype(int)
+                    entry["truth_ll_bits"] = float((truth[rows, cols].mean() + math.log(truth.size)) / math.log(2))
+                per_image.append(entry)
+        per_image.sort(key=lambda e: e["image"])
+        summary = {key: float(np.mean([e[key] for e in per_image])) for key in per_image[0] if key.endswith("_bits")}
+        summary["ig_bits_vs_centerbias"] = summary["ll_bits"] - summary["centerbias_ll_bits"]
+        if "truth_ll_bits" in summary:
+            truth_gain = summary["truth_ll_bits"] - summary["centerbias_ll_bits"]
+            summary["truth_ig_bits_vs_centerbias"] = truth_gain
+            summary["fraction_of_truth_ig"] = summary["ig_bits_vs_centerbias"] / truth_gain if truth_gain else float("nan")
+        return {"dataset": stage.train, "folds": stage.folds, "averaging": "per image", "images": len(per_image), **summary, "per_image": per_image}
+
+
+def summary_table(results: list[StageResult], crossval: dict[str, Any] | None) -> str:
+    lines = [
+        "| stage | members | best epochs | val LL (bits/fix) | time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        ll = np.mean([v for v in r.best_ll if math.isfinite(v)]) if any(math.isfinite(v) for v in r.best_ll) else float("nan")
+        lines.append(f"| {r.name} | {r.members} | {', '.join(map(str, r.best_epoch))} | {ll:.4f} | {r.seconds:.1f} |")
+    if crossval:
+        lines += ["", "Cross-validated (each image scored by the member that did not train on it):", ""]
+        lines += ["| model | LL (bits/fix) | IG vs centre bias (bits/fix) |", "|---|---|---|"]
+        lines.append(f"| ensemble members | {crossval['ll_bits']:.4f} | {crossval['ig_bits_vs_centerbias']:.4f} |")
+        lines.append(f"| centre bias | {crossval['centerbias_ll_bits']:.4f} | 0 |")
+        if "truth_ll_bits" in crossval:
+            lines.append(f"| ground truth | {crossval['truth_ll_bits']:.4f} | {crossval['truth_ig_bits_vs_centerbias']:.4f} |")
+            lines.append(f"\nThe ensemble reaches {100 * crossval['fraction_of_truth_ig']:.1f}% of the truth's information gain.")
+    return "\n".join(lines)

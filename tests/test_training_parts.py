@@ -1,0 +1,161 @@
+"""Training building blocks: recipes, batching, feature cache, the objective."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
+from deepgaze_hub.training import FeatureCache, SizeBucketBatchSampler, StaleCacheError, build_feature_cache, load_recipe
+from deepgaze_hub.training.batching import is_padding, real_position
+from deepgaze_hub.training.datamodule import FixationDataModule
+from deepgaze_hub.training.module import DeepGazeModule
+from deepgaze_hub.training.recipe import RecipeError
+
+RECIPES = Path(__file__).resolve().parents[1] / "hub_configs" / "recipes"
+SQUEEZE = dict(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"], channels=None)
+
+
+def squeeze_model(members: int = 1, **backbone) -> DeepGaze:
+    torch.manual_seed(0)
+    return DeepGaze(DeepGazeConfig(backbone=BackboneConfig(**{**SQUEEZE, **backbone}), num_members=members))
+
+
+# -- recipes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["deepgaze2-vgg19", "synthetic-small"])
+def test_shipped_recipes_are_valid(name):
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    assert recipe.name == name and recipe.stages
+    assert recipe.model_config(recipe.stages[-1].num_members).backbone.name == "vgg19"
+
+
+def test_paper_recipe_is_the_paper_protocol():
+    recipe = load_recipe(RECIPES / "deepgaze2-vgg19.yaml")
+    pretrain, finetune = recipe.stages
+    assert (pretrain.train, pretrain.val, pretrain.folds) == ("salicon_train", "mit1003", None)
+    assert (finetune.train, finetune.folds, finetune.init) == ("mit1003", 10, "pretrain")
+    assert pretrain.optimizer.lr == finetune.optimizer.lr == 1e-3 and pretrain.optimizer.gamma == 0.1
+
+
+def test_overrides_by_dotted_path():
+    recipe = load_recipe(
+        RECIPES / "synthetic-small.yaml",
+        ["stages.0.epochs=3", "model.backbone.weights=null", "data.synthetic=/x.h5", "stages.0.optimizer.milestones=[1, 2]"],
+    )
+    assert recipe.stages[0].epochs == 3 and recipe.data["synthetic"] == "/x.h5"
+    assert recipe.model["backbone"]["weights"] is None
+    assert recipe.stages[0].optimizer.milestones == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stages.0.epoch=3", "unknown keys \\['epoch'\\]"),
+        ("stages.0.train=nowhere", "train dataset 'nowhere' is not in data"),
+        ("stages.0.init=later", "must name an earlier stage"),
+        ("stages.0.val=synthetic", "validates on its own folds"),
+        ("stages.0.averaging=median", "averaging"),
+        ("model.readout_channels=[4, 2]", "readout_channels"),
+        ("stages.5.epochs=1", "no index 5|no stages.5"),
+        ("bogus", "key.path=value"),
+    ],
+)
+def test_bad_recipes_name_the_problem(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(RECIPES / "synthetic-small.yaml", [override])
+
+
+# -- batching -------------------------------------------------------------------------------------
+def test_batches_hold_one_size_and_ranks_split_global_batches():
+    sizes = [(10, 20)] * 7 + [(30, 40)] * 5 + [(10, 20)] * 2
+    single = SizeBucketBatchSampler(sizes, 4, shuffle=True, seed=3)
+    single.set_epoch(2)
+    ranks = [SizeBucketBatchSampler(sizes, 4, shuffle=True, seed=3, num_replicas=3, rank=r) for r in range(3)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    global_batches = list(single)
+    per_rank = [list(sampler) for sampler in ranks]
+    assert all(len(batches) == len(global_batches) for batches in per_rank)
+    for step, batch in enumerate(global_batches):
+        assert len({sizes[i] for i in batch}) == 1
+        parts = [per_rank[r][step] for r in range(3)]
+        real = sorted(p for part in parts for p in part if not is_padding(p))
+        assert real == sorted(batch)
+        for part in parts:
+            if any(is_padding(p) for p in part):
+                assert len(part) == 1 and real_position(part[0]) in batch
+    assert sorted(i for b in global_batches for i in b) == list(range(len(sizes)))
+    again = SizeBucketBatchSampler(sizes, 4, shuffle=True, seed=3)
+    again.set_epoch(2)
+    assert list(again) == global_batches
+    again.set_epoch(3)
+    assert list(again) != global_batches
+    # Lightning calls set_epoch on batch_sampler.sampler
+    again.sampler.set_epoch(2)
+    assert list(again) == global_batches
+
+
+# -- feature cache ----------------------------------------------------------------------------------
+def test_feature_cache_builds_resumes_and_detects_staleness(synthetic_dataset, tmp_path):
+    model = squeeze_model()
+    cache = FeatureCache(tmp_path / "cache", model.config)
+    subset = _Subset(synthetic_dataset, range(5))
+    build_feature_cache(model, subset, cache, batch_size=2, shard_size=3, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    assert len(cache) == 5 and len(list((tmp_path / "cache").glob("shard-*.h5"))) == 2
+    # a later build computes only the missing images
+    before = {p.name for p in (tmp_path / "cache").glob("shard-*.h5")}
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=4, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    assert len(cache) == len(synthetic_dataset)
+    new = FeatureCache(tmp_path / "cache", model.config)  # a fresh reader sees everything
+    assert len(new) == len(synthetic_dataset) and before < {p.name for p in (tmp_path / "cache").glob("shard-*.h5")}
+    image_id = synthetic_dataset.image_ids[7]
+    cached = new[image_id]
+    assert cached.dtype == torch.float16
+    with torch.no_grad():
+        direct = model.extract_features(synthetic_dataset.load_image(7)[None])[0]
+    torch.testing.assert_close(cached.float(), direct, rtol=2e-3, atol=2e-3)
+    with pytest.raises(StaleCacheError, match="layers"):
+        FeatureCache(tmp_path / "cache", squeeze_model(layers=["features.12"]).config)
+    with pytest.raises(StaleCacheError, match="init_seed"):
+        FeatureCache(tmp_path / "cache", squeeze_model(init_seed=1).config)
+
+
+class _Subset:
+    """The first images of a dataset, with the dataset API the cache build uses."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, list(indices)
+        self.image_ids = [dataset.image_ids[i] for i in self.indices]
+        self.image_sizes = dataset.image_sizes[self.indices]
+
+    def load_image(self, i):
+        return self.dataset.load_image(self.indices[i])
+
+
+# -- the objective ------------------------------------------------------------------------------
+@pytest.mark.parametrize("averaging", ["image", "fixation"])
+def test_objective_is_bits_per_fixation_vs_uniform(synthetic_dataset, averaging):
+    model = squeeze_model(members=2).eval()
+    dm = FixationDataModule(synthetic_dataset, num_folds=2, joint=True, batch_size=3)
+    batch = next(iter(dm.val_dataloader()))
+    module = DeepGazeModule(model, averaging=averaging)
+    bits, counts, bias_bits = module.member_bits(batch)
+    height, width = batch["size"]
+    with torch.no_grad():
+        full = model.member_log_densities(batch["images"])  # (B, K, H, W)
+    for b in range(len(counts)):
+        rows = batch["fix_y"][batch["fix_batch"] == b].long()
+        cols = batch["fix_x"][batch["fix_batch"] == b].long()
+        assert counts[b] == len(rows)
+        for k in range(2):
+            expected = (full[b, k, rows, cols].double().mean() + math.log(height * width)) / math.log(2)
+            assert abs(bits[b, k].item() - expected.item()) < 1e-4
+        bias = model.centerbias((height, width))[rows, cols].double().mean()
+        assert abs(bias_bits[b].item() - (bias + math.log(height * width)).item() / math.log(2)) < 1e-4
+    # member k never trains on its own fold's images
+    folds = dm.folds[batch["index"].numpy()]
+    assert np.array_equal(batch["mask"].numpy(), folds[:, None] == np.arange(2)[None, :])

@@ -1,0 +1,153 @@
+"""Training end to end: a 2-fold recipe to a saved ensemble, resume after a kill, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from deepgaze_hub import DeepGaze
+from deepgaze_hub.cli import main
+from deepgaze_hub.training import DeepGazeModule, FeatureCache, FixationDataModule, build_feature_cache
+from deepgaze_hub.training.recipe import OptimizerConfig
+
+from test_training_parts import squeeze_model
+
+SQUEEZE = {"name": "squeezenet1_1", "weights": None, "layers": ["features.9", "features.12"]}
+
+
+def write_recipe(path: Path, dataset: Path, *, joint: bool, epochs: int) -> Path:
+    recipe = {
+        "name": "test-recipe",
+        "seed": 0,
+        "data": {"synthetic": str(dataset)},
+        "model": {"backbone": SQUEEZE},
+        "trainer": {"accelerator": "cpu"},
+        "stages": [
+            {
+                "name": "crossval",
+                "train": "synthetic",
+                "folds": 2,
+                "joint": joint,
+                "epochs": epochs,
+                "batch_size": 8,
+                "optimizer": {"lr": 0.02, "milestones": [epochs - 2]},
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset_path(synthetic_dataset):
+    return Path(synthetic_dataset.path)
+
+
+def test_two_fold_recipe_end_to_end(dataset_path, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", dataset_path, joint=True, epochs=6)
+    assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "| crossval | 2 |" in out and "Cross-validated" in out
+    model_dir = tmp_path / "run" / "model"
+    model = DeepGaze.from_pretrained(model_dir)
+    assert model.num_members == 2 and model.config.backbone.name == "squeezenet1_1"
+    crossval = json.loads((model_dir / "crossval.json").read_text())
+    assert crossval["images"] == 40 and {e["fold"] for e in crossval["per_image"]} == {0, 1}
+    assert crossval["truth_ll_bits"] > crossval["centerbias_ll_bits"]  # the truth beats the centre bias
+    stage = json.loads((tmp_path / "run" / "stages" / "crossval" / "result.json").read_text())
+    assert len(stage["best_epoch"]) == 2 and all(0 <= e < 6 for e in stage["best_epoch"])
+    # the centre bias was fitted on the data and installed in the model
+    assert not torch.allclose(model.centerbias.log_density, DeepGaze(model.config, backbone=model.backbone).centerbias.log_density)
+    # a rerun finds everything done
+    assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0
+    assert "already trained" in capsys.readouterr().out
+    # another recipe in the same run dir is refused
+    other = write_recipe(tmp_path / "other.yaml", dataset_path, joint=True, epochs=7)
+    assert main(["train", "--config", str(other), "--run-dir", str(tmp_path / "run")]) == 2
+
+
+KILLER = """
+import os, signal, sys
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+import deepgaze_hub.training.runner as runner
+from deepgaze_hub.cli import main
+
+class KillDuringFold1(Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if "fold-1" in str(trainer.default_root_dir) and trainer.current_epoch == 4:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint
+
+class Trainer(L.Trainer):
+    def __init__(self, *args, callbacks=(), **kwargs):
+        super().__init__(*args, callbacks=[*callbacks, KillDuringFold1()], **kwargs)
+
+runner.L.Trainer = Trainer
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(dataset_path, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", dataset_path, joint=False, epochs=10)
+    run = tmp_path / "killed"
+    command = [sys.executable, "-c", KILLER, "train", "--config", str(recipe), "--run-dir", str(run)]
+    process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()[-2000:]
+    assert (run / "stages" / "crossval" / "fold-0" / "result.json").exists(), "fold 0 finished before the kill"
+    assert (run / "stages" / "crossval" / "fold-1" / "checkpoints" / "last.ckpt").exists()
+    assert not (run / "stages" / "crossval" / "fold-1" / "result.json").exists(), "killed during fold 1"
+
+    assert main(["train", "--config", str(recipe), "--run-dir", str(run)]) == 0
+    log = capsys.readouterr().out
+    assert "crossval fold 0: already trained" in log and "crossval fold 1: training 1 member(s) for 10 epochs (resuming)" in log
+
+    assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "straight")]) == 0
+    resumed = load_file(str(run / "model" / "model.safetensors"))
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    assert resumed.keys() == straight.keys()
+    for key in resumed:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-6, atol=1e-7)
+
+
+def _fit(dataset, cache, strategy, devices):
+    torch.manual_seed(0)
+    model = squeeze_model(members=2)
+    module = DeepGazeModule(model, OptimizerConfig(lr=0.02, milestones=[3]))
+    dm = FixationDataModule(dataset, num_folds=2, joint=True, batch_size=8, features=cache)
+    trainer = L.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=dm)
+    return module
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_dataset, tmp_path):
+    model = squeeze_model()
+    cache = FeatureCache(tmp_path / "cache", model.config)
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    single = _fit(synthetic_dataset, cache, "auto", 1)
+    double = _fit(synthetic_dataset, cache, "ddp_spawn", 2)
+    assert torch.isfinite(single.best_ll).all()
+    torch.testing.assert_close(double.best_ll, single.best_ll, rtol=1e-4, atol=1e-5)
+    assert torch.equal(double.best_epoch, single.best_epoch)
+    for (name, a), (_, b) in zip(single.model.named_parameters(), double.model.named_parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
