@@ -11,6 +11,7 @@ Results are checked to agree before the times are compared.
 
     python benchmarks/bench_metrics.py                      # 300 images, numpy on all of them
     python benchmarks/bench_metrics.py --naive-images 60    # numpy on a subset, scaled per image
+    python benchmarks/bench_metrics.py --threads 1          # ours on one thread, like numpy
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepgaze_hub.evaluation import evaluate_log_densities
+from deepgaze_hub.evaluation import METRICS, evaluate_log_densities
 
 
 def make_data(images: int, height: int, width: int, fixations: int, seed: int):
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours; the median is reported")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--all-metrics", action="store_true", help="also time all eight metrics in one call (ours only)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -165,6 +167,11 @@ def main() -> None:
         print(f"  {name:6s} {mine:9.2f} {theirs:10.2f} {1000 * mine / args.images:12.2f} {1000 * theirs / args.images:13.2f} {theirs / mine:8.1f}x")
     print(f"  {'all':6s} {sum_ours:9.2f} {sum_naive:10.2f} {1000 * sum_ours / args.images:12.2f} {1000 * sum_naive / args.images:13.2f} {sum_naive / sum_ours:8.1f}x")
     print(f"(ours: median of {args.repeats} runs, each metric in its own call; numpy: one run)")
+    if args.all_metrics:
+        start = time.perf_counter()
+        evaluate_log_densities(maps, xs, ys, ns)
+        took = time.perf_counter() - start
+        print(f"\nours, all of {', '.join(METRICS)} in one call: {took:.2f} s ({1000 * took / args.images:.1f} ms/img)")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,14 @@ def test_auc_ties_half_or_by_pixel_index():
     assert torch.allclose(index.per_fixation, torch.tensor([0.5 / 6, 5.5 / 6, 2.5 / 6], dtype=torch.float64))
 
 
+def test_uniform_density_auc_depends_on_position_under_the_benchmark_tie_rule():
+    uniform = torch.full((1, 4, 5), -math.log(20.0))
+    x, y, n = [0.5, 4.5], [0.5, 3.5], [0, 0]  # the first and the last pixel
+    result = evaluate_log_densities(uniform, x, y, n, metrics=["AUC"])["AUC"]
+    assert result.per_fixation.tolist() == [0.5 / 20, 19.5 / 20]
+    assert auc(uniform.exp(), x, y, n).per_fixation.tolist() == [0.5, 0.5]
+
+
 def test_constant_map_scores_chance_auc_and_zero_nss():
     smap = torch.full((2, 5, 7), 3.0)
     x, y, n = [1.0, 6.5, 3.3], [0.2, 4.9, 2.0], [0, 1, 1]
@@ -373,6 +381,9 @@ def test_density_metrics_match_the_reference(dataset):
         [torch.as_tensor(ld) for ld in log_densities], xs, ys, ns, model_sigma=sigma, empirical_sigma=empirical_sigma
     )
     assert list(results) == list(METRICS)
+    assert (results["IG"].unit, results["LL"].unit, results["KLDiv"].unit, results["AUC"].unit) == (
+        "bits/fixation", "nats/fixation", "nats", "")
+    assert (results["IG"].average, results["AUC"].average, results["CC"].mean_over_fixations) == ("fixation", "image", None)
     densities = [np.exp(ld) for ld in log_densities]
     num_images = len(log_densities)
     lls = np.array([log_densities[k][int(y), int(x)] for x, y, k in zip(xs, ys, ns)])

@@ -10,6 +10,15 @@ coordinates are floats with x = column and y = row, and a fixation at (x, y) fal
 from .baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_gold_standard
 from .data import DatasetError, FixationDataset, Fixations, default_dataset, kfold_assignments
 from .errors import DeepGazeError
+from .evaluation import (
+    ExplainedInformationGain,
+    MetricInputError,
+    MetricResult,
+    evaluate_log_densities,
+    explained_information_gain,
+    information_gain,
+    log_likelihood,
+)
 from .hub.card import EvaluationResult, ModelCardInfo
 from .hub.integrity import IntegrityError
 from .hub.publish import PublishError
@@ -52,6 +61,7 @@ __all__ = [
     "DeepGazeError",
     "DeepGazeModule",
     "EvaluationResult",
+    "ExplainedInformationGain",
     "FeatureExtractor",
     "FixationDataModule",
     "FixationDataset",
@@ -59,6 +69,8 @@ __all__ = [
     "GoldStandardModel",
     "ImageError",
     "IntegrityError",
+    "MetricInputError",
+    "MetricResult",
     "ModelCardInfo",
     "ModelNotPublishedError",
     "PublishError",
@@ -68,13 +80,17 @@ __all__ = [
     "__version__",
     "default_dataset",
     "density_overlay",
+    "evaluate_log_densities",
+    "explained_information_gain",
     "fit_centerbias",
     "fit_gold_standard",
+    "information_gain",
     "kfold_assignments",
     "list_models",
     "load",
     "load_image",
     "load_recipe",
+    "log_likelihood",
     "sample_fixations",
     "select_members",
     "stack_members",

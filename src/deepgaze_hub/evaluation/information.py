@@ -39,7 +39,7 @@ def log_likelihood(log_densities: MapsLike, x: ArrayLike, y: ArrayLike, n: Array
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
     fixations = Fixations(x, y, n, maps.sizes, maps.device)
     values = read_at_fixations(maps, fixations)
-    return MetricResult.from_fixations("LL", "nats/fixation", values, fixations.n, len(maps))
+    return MetricResult.from_fixations("LL", values, fixations.n, len(maps))
 
 
 def information_gain(
@@ -59,7 +59,7 @@ def information_gain(
     fixations = Fixations(x, y, n, maps.sizes, maps.device)
     model = read_at_fixations(maps, fixations)
     reference = baseline_log_likelihoods(baseline, maps, fixations)
-    return MetricResult.from_fixations("IG", "bits/fixation", (model - reference) / math.log(2), fixations.n, len(maps))
+    return MetricResult.from_fixations("IG", (model - reference) / math.log(2), fixations.n, len(maps))
 
 
 def baseline_log_likelihoods(baseline: MapsLike | None, maps: Maps, fixations: Fixations) -> torch.Tensor:
@@ -72,7 +72,9 @@ def baseline_log_likelihoods(baseline: MapsLike | None, maps: Maps, fixations: F
             "baseline: needs one log density per image with the same sizes as log_densities, "
             f"got {len(base)} maps for {len(maps)} images or different sizes"
         )
-    return read_at_fixations(base, fixations).to(maps.device)
+    if base.device != maps.device:
+        raise MetricInputError(f"baseline: is on {base.device}, log_densities on {maps.device}; put both on one device")
+    return read_at_fixations(base, fixations)
 
 
 def explained_information_gain(
@@ -105,8 +107,8 @@ def explained_information_gain(
     if int(n_tensor.max()) >= num_images:
         raise MetricInputError(f"explained_information_gain: n has indices >= num_images ({num_images})")
     model_ll, centerbias_ll, gold_ll = lls
-    model = MetricResult.from_fixations("IG", "bits/fixation", (model_ll - centerbias_ll) / math.log(2), n_tensor, num_images)
-    gold = MetricResult.from_fixations("IG", "bits/fixation", (gold_ll - centerbias_ll) / math.log(2), n_tensor, num_images)
+    model = MetricResult.from_fixations("IG", (model_ll - centerbias_ll) / math.log(2), n_tensor, num_images)
+    gold = MetricResult.from_fixations("IG", (gold_ll - centerbias_ll) / math.log(2), n_tensor, num_images)
     return ExplainedInformationGain(
         per_image=model.per_image / gold.per_image,
         over_fixations=model.mean_over_fixations / gold.mean_over_fixations,

@@ -39,8 +39,10 @@ def auc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ti
     Per fixation with map value ``v``: ``(#pixels below v + 0.5 * #pixels equal to v) / (H * W)``,
     the fixated pixel itself included among the pixels; the image's AUC is the mean over its
     fixations (= the ROC area of all its fixations against all pixels). Unitless, 0..1; a constant
-    map scores 0.5. Only ranks matter, so ``-inf`` values are allowed. ``ties="index"`` ranks equal values by flat pixel index instead (pysaliency on
-    an equalised map, see `deepgaze_hub.evaluation.ranks`); then ``(rank + 0.5) / (H * W)``.
+    map scores 0.5. Only ranks matter, so ``-inf`` values are allowed. ``ties="index"`` ranks equal
+    values by flat pixel index instead (pysaliency on an equalised map, see
+    `deepgaze_hub.evaluation.ranks`); then ``(rank + 0.5) / (H * W)``. No map is sorted: the cost
+    is a few passes over each map, whatever the number of fixations.
     """
     _check_ties(ties)
     maps = Maps(saliency_maps, "saliency_maps", allow_neg_inf=True)
@@ -50,7 +52,7 @@ def auc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ti
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
         position, valid = fixations.padded(indices)
         per_fixation[position[valid]] = auc_chunk(chunk, fixations.pixel[position], valid, ties, scratch)[valid]
-    return MetricResult.from_fixations("AUC", "", per_fixation, fixations.n, len(maps))
+    return MetricResult.from_fixations("AUC", per_fixation, fixations.n, len(maps))
 
 
 def sauc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ties: str = "average") -> MetricResult:
@@ -87,7 +89,7 @@ def nss(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike) -> Me
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
         position, valid = fixations.padded(indices)
         per_fixation[position[valid]] = nss_chunk(chunk, fixations.pixel[position], scratch)[valid]
-    return MetricResult.from_fixations("NSS", "", per_fixation, fixations.n, len(maps))
+    return MetricResult.from_fixations("NSS", per_fixation, fixations.n, len(maps))
 
 
 def cc(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
@@ -97,7 +99,7 @@ def cc(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     (fixation counts blurred by a Gaussian). Unitless, -1..1. A constant saliency map scores 0
     (pysaliency's rule); an all-zero empirical map (an image without fixations) gives NaN.
     """
-    return _map_metric("CC", "", cc_chunk, saliency_maps, empirical_maps)
+    return _map_metric("CC", cc_chunk, saliency_maps, empirical_maps)
 
 
 def kldiv(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
@@ -109,7 +111,7 @@ def kldiv(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     Lower is better; identical maps score 0. An all-zero empirical map gives NaN (pysaliency would
     compare against a uniform map; the benchmark has no images without fixations).
     """
-    return _map_metric("KLDiv", "nats", kldiv_chunk, saliency_maps, empirical_maps)
+    return _map_metric("KLDiv", kldiv_chunk, saliency_maps, empirical_maps)
 
 
 def sim(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
@@ -118,7 +120,7 @@ def sim(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     Densities as in `kldiv` (minus a negative minimum, divided by the sum). Unitless, 0..1,
     identical maps score 1. An all-zero empirical map gives NaN.
     """
-    return _map_metric("SIM", "", sim_chunk, saliency_maps, empirical_maps)
+    return _map_metric("SIM", sim_chunk, saliency_maps, empirical_maps)
 
 
 # --------------------------------------------------------------------------- chunk arithmetic
@@ -188,7 +190,7 @@ def _nan_without_fixations(value: torch.Tensor, empirical: torch.Tensor) -> torc
     return torch.where(empty, float("nan"), value)
 
 
-def _map_metric(name: str, unit: str, kernel: Callable, saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+def _map_metric(name: str, kernel: Callable, saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     maps = Maps(saliency_maps, "saliency_maps")
     empirical = Maps(empirical_maps, "empirical_maps")
     if empirical.sizes != maps.sizes:
@@ -200,7 +202,7 @@ def _map_metric(name: str, unit: str, kernel: Callable, saliency_maps: MapsLike,
     for indices, chunk in maps.chunks():
         index = torch.as_tensor(indices, device=maps.device)
         per_image[index] = kernel(chunk, empirical.stack(indices).to(maps.device))
-    return MetricResult(name=name, unit=unit, per_image=per_image)
+    return MetricResult(name=name, per_image=per_image)
 
 
 def _check_ties(ties: str) -> None:
@@ -243,4 +245,4 @@ def shuffled_auc_result(fixations: Fixations, sizes: Sequence[tuple[int, int]], 
             value = auc_from_counts(less, equal, total.clamp_min(1))
             value = torch.where(total > 0, value, float("nan"))
             per_fixation[position[valid]] = value[valid]
-    return MetricResult.from_fixations("sAUC", "", per_fixation, fixations.n, len(sizes))
+    return MetricResult.from_fixations("sAUC", per_fixation, fixations.n, len(sizes))

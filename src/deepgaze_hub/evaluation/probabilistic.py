@@ -54,7 +54,6 @@ from .scratch import Scratch
 #: Every metric `evaluate_log_densities` computes, in the benchmark's table order.
 METRICS = ("IG", "LL", "AUC", "sAUC", "NSS", "CC", "KLDiv", "SIM")
 _MAP_METRICS = {"CC": cc_chunk, "KLDiv": kldiv_chunk, "SIM": sim_chunk}
-_UNITS = {"IG": "bits/fixation", "LL": "nats/fixation", "KLDiv": "nats"}
 
 
 def evaluate_log_densities(
@@ -92,10 +91,10 @@ def evaluate_log_densities(
     if "LL" in metrics or "IG" in metrics:
         log_likelihoods = read_at_fixations(maps, fixations)
         if "LL" in metrics:
-            results["LL"] = _from_fixations("LL", log_likelihoods, fixations, len(maps))
+            results["LL"] = MetricResult.from_fixations("LL", log_likelihoods, fixations.n, len(maps))
         if "IG" in metrics:
             reference = baseline_log_likelihoods(baseline, maps, fixations)
-            results["IG"] = _from_fixations("IG", (log_likelihoods - reference) / math.log(2), fixations, len(maps))
+            results["IG"] = MetricResult.from_fixations("IG", (log_likelihoods - reference) / math.log(2), fixations.n, len(maps))
 
     per_fixation = {m: _nan(len(fixations), maps.device) for m in ("AUC", "NSS") if m in metrics}
     per_image = {m: _nan(len(maps), maps.device) for m in _MAP_METRICS if m in metrics}
@@ -115,9 +114,9 @@ def evaluate_log_densities(
                 for name, values in per_image.items():
                     values[index] = _MAP_METRICS[name](model_map, empirical)
     for name, values in per_fixation.items():
-        results[name] = _from_fixations(name, values, fixations, len(maps))
+        results[name] = MetricResult.from_fixations(name, values, fixations.n, len(maps))
     for name, values in per_image.items():
-        results[name] = MetricResult(name=name, unit=_UNITS.get(name, ""), per_image=values, fixation_counts=fixations.counts)
+        results[name] = MetricResult(name=name, per_image=values, fixation_counts=fixations.counts)
 
     if "sAUC" in metrics:
         shuffled = ShuffledBaseline(maps, shuffle_compute_size)
@@ -129,10 +128,6 @@ def evaluate_log_densities(
 
         results["sAUC"] = shuffled_auc_result(fixations, maps.sizes, read, "index")
     return {name: results[name] for name in METRICS if name in results}
-
-
-def _from_fixations(name: str, values: torch.Tensor, fixations: Fixations, num_images: int) -> MetricResult:
-    return MetricResult.from_fixations(name, _UNITS.get(name, ""), values, fixations.n, num_images)
 
 
 def _nan(length: int, device) -> torch.Tensor:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+#: Units of the metrics that have one (the others are unitless).
+UNITS = {"LL": "nats/fixation", "IG": "bits/fixation", "KLDiv": "nats"}
 #: The averaging each metric uses on the MIT/Tübingen benchmark (pysaliency's ``average=``).
 BENCHMARK_AVERAGE = {
     "LL": "fixation",
@@ -41,22 +43,25 @@ class MetricResult:
     """
 
     name: str
-    unit: str
     per_image: torch.Tensor
     per_fixation: torch.Tensor | None = None
     fixation_counts: torch.Tensor | None = None
 
     @classmethod
-    def from_fixations(cls, name: str, unit: str, per_fixation: torch.Tensor, n: torch.Tensor, num_images: int) -> MetricResult:
+    def from_fixations(cls, name: str, per_fixation: torch.Tensor, n: torch.Tensor, num_images: int) -> MetricResult:
         """Build the result of a fixation-based metric from its (F,) values and image indices ``n``."""
         per_fixation = per_fixation.to(torch.float64)
         return cls(
             name=name,
-            unit=unit,
             per_image=per_image_means(per_fixation, n, num_images),
             fixation_counts=torch.bincount(n, minlength=num_images),
             per_fixation=per_fixation,
         )
+
+    @property
+    def unit(self) -> str:
+        """``"bits/fixation"`` (IG), ``"nats/fixation"`` (LL), ``"nats"`` (KLDiv, per image), else ``""``."""
+        return UNITS.get(self.name, "")
 
     @property
     def average(self) -> str:
@@ -84,8 +89,8 @@ class ExplainedInformationGain:
 
     ``per_image`` (B,) float64: the ratio of the two per-image IGs, NaN for images without
     fixations (unstable where the gold standard's gain on an image is close to zero).
-    ``over_fixations``: the ratio of the two IGs averaged over all fixations (as the paper reports);
-    ``over_images``: the ratio of the two IGs averaged over images. Fractions, 1.0 = as good as the
+    ``over_fixations``: the ratio of the two IGs averaged over all fixations (the benchmark's IG
+    averaging); ``over_images``: the ratio of the two IGs averaged over images. Fractions, 1.0 = as good as the
     gold standard; ``model``, ``gold_standard``: the two IGs (bits per fixation).
     """
 

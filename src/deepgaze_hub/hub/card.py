@@ -79,6 +79,9 @@ class ModelCardInfo:
         licenses: extra terms, ``{what: licence}``: ``"weights"`` overrides the licence of the
             repo's files (default Apache-2.0); other keys (dataset names) are listed as stated.
         repo_id: the Hugging Face repo it is published in.
+        crossval: for a k-fold ensemble, how images were assigned to members:
+            ``{"dataset": name, "folds": k, "fold_seed": s}``; member j did not train on the images
+            that `deepgaze_hub.data.kfold_assignments(dataset, k, s)` puts in fold j.
     """
 
     name: str | None = None
@@ -90,6 +93,7 @@ class ModelCardInfo:
     evaluation: list[EvaluationResult] = field(default_factory=list)
     licenses: dict[str, str] = field(default_factory=dict)
     repo_id: str | None = None
+    crossval: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -160,6 +160,7 @@ class RecipeRun:
             f"{', stopping set ' + s.val if s.val else ''}, {s.epochs} epochs)"
             for s in self.recipe.stages
         )
+        final = self.recipe.stages[-1]
         evaluation = []
         if crossval is not None:
             split = f"held-out folds ({crossval['folds']}-fold cross-validation, per-image average)"
@@ -177,6 +178,9 @@ class RecipeRun:
             recipe=f"recipes/{self.recipe.name}.yaml",
             training=f"Trained with deepgaze-hub, recipe `{self.recipe.name}` (seed {self.recipe.seed}): {stages}.",
             evaluation=evaluation,
+            crossval=(
+                {"dataset": final.train, "folds": final.folds, "fold_seed": final.fold_seed} if final.folds else None
+            ),
         )
 
     def _is_global_zero(self) -> bool:
