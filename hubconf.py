@@ -12,7 +12,7 @@ this checkout's registry, so they return the same models as ``deepgaze_hub.load(
 import sys
 from pathlib import Path
 
-dependencies = ["torch", "torchvision", "huggingface_hub", "safetensors", "numpy", "PIL", "yaml"]
+dependencies = ["torch", "torchvision", "huggingface_hub", "safetensors", "numpy", "h5py", "PIL", "yaml"]
 
 _ROOT = Path(__file__).resolve().parent
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -157,3 +158,32 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_dataset, tmp_pat
     assert torch.equal(double.best_epoch, single.best_epoch)
     for (name, a), (_, b) in zip(single.model.named_parameters(), double.model.named_parameters()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_recipe_under_torchrun_with_two_processes_matches_one(dataset_path, tmp_path):
+    """Multi-GPU / multi-node use: torchrun starts the processes, Lightning's DDP does the rest."""
+    recipe = write_recipe(tmp_path / "recipe.yaml", dataset_path, joint=True, epochs=3)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "deepgaze_hub",
+        "train", "--config", str(recipe), "--run-dir", str(tmp_path / "ddp"),
+        "--set", "trainer.devices=2", "trainer.strategy=ddp",
+    ]  # fmt: skip
+    process = subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=300)
+    assert process.returncode == 0, process.stderr.decode()[-3000:]
+    assert process.stdout.decode().count("training 2 member(s)") == 1  # only rank 0 talks
+    assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "single")]) == 0
+    # the same result up to float summation order: validation scores and predicted densities
+    results = [json.loads((tmp_path / run / "stages" / "crossval" / "result.json").read_text()) for run in ("ddp", "single")]
+    assert results[0]["best_epoch"] == results[1]["best_epoch"]
+    np.testing.assert_allclose(results[0]["best_ll"], results[1]["best_ll"], rtol=1e-5)
+    two, one = (DeepGaze.from_pretrained(tmp_path / run / "model") for run in ("ddp", "single"))
+    with torch.no_grad():
+        images = torch.stack(_first_images(dataset_path, 2))
+        torch.testing.assert_close(two.member_log_densities(images), one.member_log_densities(images), rtol=1e-4, atol=1e-4)
+
+
+def _first_images(dataset_path, count):
+    from deepgaze_hub.data import FixationDataset
+
+    dataset = FixationDataset.open(dataset_path)
+    return [dataset.load_image(i) for i in range(count)]

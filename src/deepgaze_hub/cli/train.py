@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set",
         dest="overrides",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="override recipe fields by dotted path, e.g. data.mit1003=/data/mit.h5 stages.0.epochs=5",

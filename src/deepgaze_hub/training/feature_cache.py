@@ -18,6 +18,7 @@ next build computes just the missing images. Several devices each write their ow
 from __future__ import annotations
 
 import json
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -161,10 +162,19 @@ class FeatureCache:
             pass
 
 
-def remove_partial_files(directory: Path) -> None:
-    """Delete temporary files of an interrupted build (call before a build starts)."""
+def remove_partial_files(directory: Path, older_than_s: float = 3600.0) -> None:
+    """Delete temporary shard files left by an interrupted build.
+
+    Only files untouched for ``older_than_s`` seconds go: with several processes building one
+    cache (multi-GPU), a younger ``.partial`` file may be a shard another process is writing.
+    """
+    now = time.time()
     for leftover in Path(directory).glob(".shard-*.partial"):
-        leftover.unlink(missing_ok=True)
+        try:
+            if now - leftover.stat().st_mtime > older_than_s:
+                leftover.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass  # finished or removed meanwhile
 
 
 def build_feature_cache(

@@ -119,10 +119,11 @@ class DeepGazeModule(L.LightningModule):
         ll_sum, bias_sum, weight = self._global_sum(self._val_sums)
         weight = weight.clamp_min(1e-12)
         ll, bias_ll = ll_sum / weight, bias_sum / weight
-        self.log("val/ll", ll.mean(), prog_bar=True, sync_dist=False)
-        self.log("val/ig", (ll - bias_ll).mean(), prog_bar=True, sync_dist=False)
+        # the sums are already reduced over devices, so every rank logs the same value
+        self.log("val/ll", ll.mean(), prog_bar=True, sync_dist=True)
+        self.log("val/ig", (ll - bias_ll).mean(), prog_bar=True, sync_dist=True)
         for k in range(ll.numel()):
-            self.log(f"val/ll_m{k}", ll[k], sync_dist=False)
+            self.log(f"val/ll_m{k}", ll[k], sync_dist=True)
         improved = ll > self.best_ll
         if improved.any():
             self.best_ll[improved] = ll[improved]

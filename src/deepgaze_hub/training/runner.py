@@ -28,6 +28,7 @@ from typing import Any, Callable
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -61,7 +62,8 @@ class RecipeRun:
     def __init__(self, recipe: Recipe, run_dir: str | Path, *, restart: bool = False, log: Callable[[str], None] = print) -> None:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.log = log
+        # with several processes (torchrun, DDP) only the first one talks
+        self.log = log if rank_zero_only.rank == 0 else (lambda message: None)
         self._datasets: dict[str, FixationDataset] = {}
         self._backbone = None
         self._check_run_dir(restart)

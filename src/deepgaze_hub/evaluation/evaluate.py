@@ -1,0 +1,399 @@
+"""Evaluating a model on a fixation dataset against its baselines: `evaluate_model`.
+
+Rows of the report (`deepgaze_hub.evaluation.report`):
+
+* **model**: the model's log densities. With ``crossval`` every image is scored by the ensemble
+  member that did not train on it (member j scores the images that
+  ``kfold_assignments(dataset, folds, fold_seed)`` puts in fold j, as the model card's
+  ``crossval`` records); otherwise by the full mixture of all members.
+* **centre bias**: `fit_centerbias` on the dataset, scored **leave one image out**: image i is
+  scored by the kernel density estimate of the fixations of all *other* images (its own fixations
+  are taken out of the fitted histogram; bandwidth and uniform weight are the fitted ones, which
+  `fit_centerbias` chose by leave-one-image-out cross-validation). The baselines API has no
+  per-fixation leave-one-out log-likelihoods, so they are computed here from its histogram. Its
+  per-fixation log-likelihoods are the baseline of every "IG vs centre bias" and of the explained
+  information gain.
+* **gold standard** (optional): `fit_gold_standard` (mixed with the fitted centre bias). IG, LL,
+  AUC and NSS score each observer's fixations with the density of the *other* observers on the
+  image (leave one observer out, the definition of the explainable information); sAUC, CC, KLDiv
+  and SIM, which compare whole maps, use the density of *all* observers, which contains the scored
+  fixations (an optimistic, in-sample reference).
+* **truth**: the dataset's true log densities, when it has them (synthetic data).
+
+Every metric uses the map the benchmark derives from a density (`evaluate_log_densities`).
+Blur of the CC/KLDiv/SIM maps: the benchmark uses 24 px (model map) and 23.99 px (empirical
+fixation map) on MIT images, which are 1024 px on their longer side; by default both are scaled by
+(longest image side in the dataset) / 1024, so MIT1003 gets exactly the benchmark's values and the
+256 x 192 synthetic set 6.0 / 5.9975 px. Pass ``empirical_sigma`` (pixels; used for both maps) to
+choose, e.g. 40 for CAT2000.
+
+Memory: the model's log densities are kept as float32 (H, W) tensors on the CPU, one per image
+(about 3 GB for MIT1003); each baseline's maps are built after the previous row's are released, so
+at most two rows' maps exist at once. Derived maps (equalised, blurred, empirical) are made a few
+images at a time inside the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_gold_standard
+from ..data import DatasetError, FixationDataset, kfold_assignments
+from ..errors import DeepGazeError
+from .information import explained_information_gain
+from .probabilistic import METRICS, evaluate_log_densities
+from .report import EvaluationReport
+from .results import MetricResult
+from .saliency_maps import EMPIRICAL_SIGMA, MODEL_SIGMA
+
+#: Longer image side (pixels) of the MIT images the benchmark's blur sigmas were set for.
+REFERENCE_SIDE = 1024
+#: How far ``logsumexp`` of a given log density may be from 0.
+NORMALISATION_TOLERANCE = 1e-3
+#: Metrics evaluated with the gold standard's leave-one-observer-out densities.
+_PER_OBSERVER_METRICS = ("LL", "AUC", "NSS")
+
+
+class EvaluationError(DeepGazeError, ValueError):
+    """An evaluation that cannot be done as asked; the message says why and what to do."""
+
+
+def evaluate_model(
+    model,
+    dataset: FixationDataset,
+    *,
+    crossval: bool | Mapping[str, int] = False,
+    metrics: Sequence[str] | None = None,
+    gold_standard: bool = True,
+    empirical_sigma: float | None = None,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    model_name: str = "model",
+) -> EvaluationReport:
+    """Score ``model`` (a `DeepGaze`) and the baselines on ``dataset`` (see the module docstring).
+
+    Args:
+        crossval: ``False``: the full mixture scores every image. ``True``: every image is scored
+            by the member that did not train on it, as recorded in ``model.card_info.crossval``
+            (the model must carry it, and its dataset name must match ``dataset``). A dict
+            ``{"folds": k, "fold_seed": s}`` states the folds explicitly instead.
+        metrics: any of `METRICS` (default all); IG and LL are always computed.
+        gold_standard: fit and score the gold standard (needs two observers on some image) and
+            report the explained information gain.
+        empirical_sigma: blur in pixels of the CC/KLDiv/SIM maps (default: scaled, see module doc).
+        batch_size: images per forward pass; device: where the model runs (default: where it is).
+        progress: show progress bars; model_name: the model's label in the table.
+    """
+    members, crossval_info = held_out_members(model, dataset, crossval)
+    log_densities = model_log_densities(
+        model, dataset, members=members, batch_size=batch_size, device=device, progress=progress
+    )
+    return evaluate_predictions(
+        log_densities,
+        dataset,
+        scoring=describe_scoring(model, crossval_info),
+        members=members,
+        crossval=crossval_info,
+        metrics=metrics,
+        gold_standard=gold_standard,
+        empirical_sigma=empirical_sigma,
+        progress=progress,
+        model_name=model_name,
+    )
+
+
+def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[str, int]) -> tuple[np.ndarray | None, dict | None]:
+    """The member that scores each image, int64 (N,), and the fold info used; ``(None, None)`` for the mixture.
+
+    Raises `EvaluationError` when ``crossval=True`` but the model has no fold info, was
+    cross-validated on a dataset of another name, or its fold count differs from its member count.
+    """
+    if crossval is False or crossval is None:
+        return None, None
+    if crossval is True:
+        info = getattr(getattr(model, "card_info", None), "crossval", None)
+        if not info:
+            raise EvaluationError(
+                "the model carries no cross-validation fold info (model card field crossval), so it is unknown "
+                "which member did not train on which image; evaluate the full mixture (without --crossval), or "
+                "state the folds explicitly (crossval={'folds': k, 'fold_seed': s}; CLI: --folds K --fold-seed S)"
+            )
+        trained_on = str(info.get("dataset", ""))
+        if not names_match(trained_on, dataset):
+            raise EvaluationError(
+                f"the model was cross-validated on dataset {trained_on!r} (model card), but the dataset given is "
+                f"{dataset_label(dataset)!r} ({dataset.path}); on other data its members may have trained on the "
+                "images they would score. Evaluate the full mixture (without --crossval), or, if this is the same "
+                f"data under another name, state the folds explicitly (CLI: --folds {info.get('folds')} "
+                f"--fold-seed {info.get('fold_seed', 0)})"
+            )
+    elif isinstance(crossval, Mapping):
+        unknown = sorted(set(crossval) - {"dataset", "folds", "fold_seed"})
+        if unknown or "folds" not in crossval:
+            raise EvaluationError(f"crossval must be True, False or {{'folds': k, 'fold_seed': s}}, got {dict(crossval)}")
+        info = dict(crossval)
+    else:
+        raise EvaluationError(f"crossval must be True, False or {{'folds': k, 'fold_seed': s}}, got {crossval!r}")
+    folds, seed = int(info["folds"]), int(info.get("fold_seed", 0))
+    if folds != model.num_members:
+        raise EvaluationError(
+            f"cross-validation with {folds} folds needs one member per fold, but the model has {model.num_members} "
+            "members; was it saved from another run, or were members selected on loading?"
+        )
+    try:
+        members = kfold_assignments(dataset, folds, seed)
+    except DatasetError as error:
+        raise EvaluationError(f"{dataset.path}: {error}; this is not the dataset the model was cross-validated on") from None
+    return members, {"dataset": info.get("dataset", dataset_label(dataset)), "folds": folds, "fold_seed": seed}
+
+
+def names_match(name: str, dataset: FixationDataset) -> bool:
+    """Whether ``name`` (a model card's dataset name) names ``dataset``.
+
+    True when all words of ``name`` (letters and digits, case-insensitive) occur in the dataset's
+    own name, its file name or its file stem: ``"mit1003"`` names a dataset called ``"MIT1003"``,
+    ``"synthetic"`` (the key of the synthetic recipe) the ``"deepgaze-hub default synthetic dataset"``.
+    """
+    words = set(_words(name))
+    if not words:
+        return False
+    candidates = [str(dataset.metadata.get("name", "")), dataset.path.name, dataset.path.stem]
+    return any(words <= set(_words(candidate)) for candidate in candidates)
+
+
+def dataset_label(dataset: FixationDataset) -> str:
+    return str(dataset.metadata.get("name") or dataset.path.stem)
+
+
+def describe_scoring(model, crossval: dict | None) -> str:
+    """How the model's densities were obtained, in words."""
+    if crossval is None:
+        return f"full mixture of all {model.num_members} members on every image"
+    return (
+        f"cross-validated: each image scored by the member that did not train on it "
+        f"({crossval['folds']} folds, fold seed {crossval['fold_seed']})"
+    )
+
+
+@torch.no_grad()
+def model_log_densities(
+    model,
+    dataset: FixationDataset,
+    *,
+    members: np.ndarray | None = None,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """The model's log density of every image: float32 (H, W) CPU tensors, natural log, each summing to 1.
+
+    ``members``: None for the full mixture, or int (N,) the member that scores each image. Images
+    of one size and member are run ``batch_size`` at a time (the backbone once per image); the
+    model is put in eval mode on ``device`` for the call and restored afterwards.
+    """
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, (height, width) in enumerate(dataset.image_sizes):
+        member = -1 if members is None else int(members[i])
+        groups.setdefault((int(height), int(width), member), []).append(i)
+    was_training, original_device = model.training, model.device
+    model.eval().to(torch.device(device) if device is not None else original_device)
+    results: list[torch.Tensor | None] = [None] * len(dataset)
+    try:
+        with tqdm(total=len(dataset), desc="model", unit="image", disable=not progress) as bar:
+            for (_, _, member), indices in groups.items():
+                for start in range(0, len(indices), batch_size):
+                    chunk = indices[start : start + batch_size]
+                    images = torch.stack([dataset.load_image(i) for i in chunk]).to(model.device)
+                    out = model(images, members=None if member < 0 else member)
+                    for i, log_density in zip(chunk, out):
+                        results[i] = log_density.float().cpu()
+                    bar.update(len(chunk))
+    finally:
+        model.to(original_device).train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def evaluate_predictions(
+    log_densities: Sequence[torch.Tensor | np.ndarray],
+    dataset: FixationDataset,
+    *,
+    scoring: str = "log densities as given",
+    members: np.ndarray | None = None,
+    crossval: dict | None = None,
+    metrics: Sequence[str] | None = None,
+    gold_standard: bool = True,
+    empirical_sigma: float | None = None,
+    progress: bool = True,
+    model_name: str = "model",
+) -> EvaluationReport:
+    """Score given log densities (one (H, W) natural-log density per image) and the baselines.
+
+    For any probabilistic model's predictions (e.g. read from a pysaliency HDF5 file); see
+    `evaluate_model` for the arguments. ``scoring``, ``members`` and ``crossval`` only describe
+    how the densities were made, for the report.
+    """
+    started = time.perf_counter()
+    metrics = _checked_metrics(metrics)
+    _check_predictions(log_densities, dataset)
+    model_sigma, empirical = blur_sigmas(dataset, empirical_sigma)
+    fixations = dataset.fixations
+    n = torch.as_tensor(fixations.image)
+    num_images = len(dataset)
+
+    def score(maps, which=metrics) -> dict[str, MetricResult]:
+        return evaluate_log_densities(
+            maps, fixations.x, fixations.y, n, metrics=which, model_sigma=model_sigma, empirical_sigma=empirical
+        )
+
+    centerbias = fit_centerbias(dataset)
+    results = {"centre bias": score(leave_one_image_out_centerbias(centerbias, dataset))}
+    results["model"] = score(log_densities)
+    gold = None
+    if gold_standard:
+        try:
+            gold = fit_gold_standard(dataset, centerbias)
+        except DatasetError as error:
+            raise EvaluationError(f"{dataset.path}: {error}; evaluate without the gold standard (--no-gold-standard)") from None
+        results["gold standard"] = gold_standard_scores(gold, dataset, metrics, score, progress)
+    if dataset.has_truth:
+        results["truth"] = score([torch.from_numpy(dataset.true_log_density(i)).float() for i in range(num_images)])
+
+    baseline_ll = results["centre bias"]["LL"].per_fixation
+    gold_ll = results["gold standard"]["LL"].per_fixation if gold is not None else None
+    rows, rows_over_images, per_row = {}, {}, {}
+    for name in ("model", "centre bias", "gold standard", "truth"):
+        if name in results:
+            rows[name], rows_over_images[name], per_row[name] = _row(results[name], baseline_ll, gold_ll, n, num_images)
+
+    report = EvaluationReport(
+        model_name=model_name,
+        dataset={
+            "name": dataset_label(dataset),
+            "path": str(dataset.path),
+            "images": num_images,
+            "fixations": len(fixations),
+            "observers": dataset.num_observers,
+        },
+        scoring=scoring,
+        crossval=crossval,
+        rows=rows,
+        rows_over_images=rows_over_images,
+        per_image=_per_image(dataset, members, results["model"], per_row),
+        settings=_settings(centerbias, gold, model_sigma, empirical),
+        notes=_notes(dataset, gold is not None, model_sigma, empirical),
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def blur_sigmas(dataset: FixationDataset, empirical_sigma: float | None = None) -> tuple[float, float]:
+    """(model map sigma, empirical map sigma) in pixels for the CC/KLDiv/SIM maps (see module doc)."""
+    if empirical_sigma is not None:
+        if not empirical_sigma > 0:
+            raise EvaluationError(f"empirical_sigma must be > 0 pixels, got {empirical_sigma}")
+        return float(empirical_sigma), float(empirical_sigma)
+    scale = int(np.max(dataset.image_sizes)) / REFERENCE_SIDE
+    return MODEL_SIGMA * scale, EMPIRICAL_SIGMA * scale
+
+
+def leave_one_image_out_centerbias(centerbias: CenterBiasModel, dataset: FixationDataset) -> list[torch.Tensor]:
+    """float32 (H, W) log density of every image from the fixations of all other images.
+
+    The fitted histogram minus the image's own fixations (binned as `fit_centerbias` bins them),
+    with the fitted bandwidth and uniform weight.
+    """
+    grid = centerbias.grid_size
+    maps = []
+    for i, (height, width) in enumerate(dataset.image_sizes):
+        fixations = dataset.fixations_of(i)
+        cols = np.clip((fixations.x / width * grid).astype(np.int64), 0, grid - 1)
+        rows = np.clip((fixations.y / height * grid).astype(np.int64), 0, grid - 1)
+        own = torch.bincount(torch.as_tensor(rows * grid + cols), minlength=grid * grid).double().reshape(grid, grid)
+        held_out = dataclasses.replace(centerbias, histogram=centerbias.histogram - own)
+        maps.append(held_out.log_density((int(height), int(width))))
+    return maps
+
+
+def gold_standard_scores(gold: GoldStandardModel, dataset: FixationDataset, metrics: Sequence[str], score, progress: bool) -> dict[str, MetricResult]:
+    """The gold standard's results: LL, AUC, NSS leave one observer out; the map metrics on all observers."""
+    fixations = dataset.fixations
+    offsets = np.concatenate([[0], np.cumsum(dataset.fixation_counts)])
+    per_observer = [m for m in _PER_OBSERVER_METRICS if m in metrics]
+    values = {m: torch.full((len(fixations),), math.nan, dtype=torch.float64) for m in per_observer}
+    for i in tqdm(range(len(dataset)), desc="gold standard", unit="image", disable=not progress):
+        own = dataset.fixations_of(i)
+        if not len(own):
+            continue
+        observers, local = np.unique(own.observer, return_inverse=True)
+        maps = torch.stack([gold.log_density((own, dataset.image_sizes), i, observer=int(o)) for o in observers])
+        scored = evaluate_log_densities(maps, own.x, own.y, local.reshape(-1), metrics=per_observer)
+        for m in per_observer:
+            values[m][offsets[i] : offsets[i + 1]] = scored[m].per_fixation
+    n = torch.as_tensor(fixations.image)
+    results = {m: MetricResult.from_fixations(m, values[m], n, len(dataset)) for m in per_observer}
+    whole_maps = [m for m in metrics if m not in _PER_OBSERVER_METRICS and m != "IG"]
+    if whole_maps:
+        results.update(score([gold.log_density(dataset, i) for i in range(len(dataset))], whole_maps))
+    return results
+
+
+def _row(results: dict[str, MetricResult], baseline_ll: torch.Tensor, gold_ll: torch.Tensor | None, n: torch.Tensor, num_images: int):
+    """(row with benchmark averaging, row averaged over images, per-image values) of one model."""
+    ll = results["LL"].per_fixation
+    uniform = MetricResult.from_fixations("IG", (ll - _uniform_ll(results["LL"], n)) / math.log(2), n, num_images)
+    over_centerbias = MetricResult.from_fixations("IG", (ll - baseline_ll) / math.log(2), n, num_images)
+    scores = {"IG vs uniform": uniform, "IG vs centre bias": over_centerbias}
+    scores.update({m: r for m, r in results.items() if m != "IG"})
+    row = {column: float(r.value) for column, r in scores.items()}
+    over_images = {column: float(r.mean_over_images) for column, r in scores.items()}
+    per_image = {column: r.per_image for column, r in scores.items()}
+    if gold_ll is not None:
+        explained = explained_information_gain(ll, baseline_ll, gold_ll, n, num_images)
+        row["explained IG"] = float(explained.over_fixations)
+        over_images["explained IG"] = float(explained.over_images)
+        per_image["explained IG"] = explained.per_image
+    return row, over_images, per_image
+
+
+def _uniform_ll(ll: MetricResult, n: torch.Tensor) -> torch.Tensor:
+    raise NotImplementedError
+
+
+def _per_image(dataset, members, model_results, per_row) -> list[dict[str, Any]]:
+    raise NotImplementedError
+
+
+def _settings(centerbias, gold, model_sigma, empirical) -> dict[str, Any]:
+    raise NotImplementedError
+
+
+def _notes(dataset, has_gold, model_sigma, empirical) -> list[str]:
+    raise NotImplementedError
+
+
+def _checked_metrics(metrics: Sequence[str] | None) -> list[str]:
+    chosen = list(METRICS) if metrics is None else list(metrics)
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown:
+        raise EvaluationError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    return [m for m in METRICS if m in {*chosen, "IG", "LL"}]
+
+
+def _check_predictions(log_densities, dataset: FixationDataset) -> None:
+    raise NotImplementedError
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
