@@ -159,3 +159,48 @@ def test_objective_is_bits_per_fixation_vs_uniform(synthetic_dataset, averaging)
     # member k never trains on its own fold's images
     folds = dm.folds[batch["index"].numpy()]
     assert np.array_equal(batch["mask"].numpy(), folds[:, None] == np.arange(2)[None, :])
+
+
+def test_loaders_work_with_worker_processes(synthetic_dataset, tmp_path):
+    model = squeeze_model()
+    cache = FeatureCache(tmp_path / "cache", model.config)
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    cache[synthetic_dataset.image_ids[0]]  # the parent holds open handles before the workers fork
+    for features in (cache, None):
+        dm = FixationDataModule(synthetic_dataset, num_folds=2, joint=True, batch_size=4, num_workers=2, features=features)
+        batches = list(dm.val_dataloader())
+        assert sum(len(b["index"]) for b in batches) == len(synthetic_dataset)
+        key = "features" if features is not None else "images"
+        first = batches[0]
+        expected = cache[synthetic_dataset.image_ids[int(first["index"][0])]] if features is not None else synthetic_dataset.load_image(int(first["index"][0]))
+        torch.testing.assert_close(first[key][0], expected)
+
+
+def test_validation_nss_and_auc_match_a_direct_computation(synthetic_dataset):
+    model = squeeze_model(members=2).eval()
+    dm = FixationDataModule(synthetic_dataset, num_folds=2, joint=True, batch_size=3)
+    batch = next(iter(dm.val_dataloader()))
+    module = DeepGazeModule(model)
+    with torch.no_grad():
+        features = model.extract_features(batch["images"])
+        nss, auc = module.nss_and_auc(batch, *model.grid_log_densities(features, batch["size"]))
+        full = model.member_log_densities(batch["images"]).double().exp()  # (B, K, H, W)
+    for b in range(3):
+        rows = batch["fix_y"][batch["fix_batch"] == b].long()
+        cols = batch["fix_x"][batch["fix_batch"] == b].long()
+        for k in range(2):
+            p = full[b, k]
+            values = p[rows, cols]
+            expected_nss = ((values - p.mean()) / p.std(unbiased=False)).mean()
+            flat = p.flatten()
+            lower = (flat[None, :] < values[:, None]).double().sum(1)
+            equal = (flat[None, :] == values[:, None]).double().sum(1)
+            expected_auc = ((lower + 0.5 * equal) / flat.numel()).mean()
+            assert abs(nss[b, k].item() - expected_nss.item()) < 1e-3 * max(1, abs(expected_nss.item()))
+            assert abs(auc[b, k].item() - expected_auc.item()) < 1e-4
+
+
+def test_shipped_recipes_load_by_name():
+    assert load_recipe("synthetic-small").name == "synthetic-small"
+    with pytest.raises(RecipeError, match="no recipe file nowhere.yaml.*synthetic-small"):
+        load_recipe("nowhere.yaml")

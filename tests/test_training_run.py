@@ -53,7 +53,7 @@ def dataset_path(synthetic_dataset):
     return Path(synthetic_dataset.path)
 
 
-def test_two_fold_recipe_end_to_end(dataset_path, tmp_path, capsys):
+def test_two_fold_recipe_end_to_end(dataset_path, synthetic_dataset, tmp_path, capsys):
     recipe = write_recipe(tmp_path / "recipe.yaml", dataset_path, joint=True, epochs=6)
     assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
@@ -62,14 +62,19 @@ def test_two_fold_recipe_end_to_end(dataset_path, tmp_path, capsys):
     model = DeepGaze.from_pretrained(model_dir)
     assert model.num_members == 2 and model.config.backbone.name == "squeezenet1_1"
     # which member may score which image travels with the weights (for `evaluate --crossval`)
-    assert model.card_info.crossval == {"dataset": "synthetic", "folds": 2, "fold_seed": 0}
+    from deepgaze_hub.data import image_set_digest
+
+    assert model.card_info.crossval == {
+        "dataset": "synthetic", "folds": 2, "fold_seed": 0, "images": 40, "image_set": image_set_digest(synthetic_dataset)
+    }
     assert any(row.metric == "IG vs centre bias" for row in model.card_info.evaluation)
     crossval = json.loads((model_dir / "crossval.json").read_text())
-    assert crossval["images"] == 40 and {e["fold"] for e in crossval["per_image"]} == {0, 1}
-    assert crossval["truth_ll_bits"] > crossval["centerbias_ll_bits"]  # the truth beats the centre bias
+    assert crossval["dataset"]["images"] == 40 and {e["member"] for e in crossval["per_image"]} == {0, 1}
+    rows = crossval["rows"]
+    assert rows["truth"]["IG vs centre bias"] > 1  # the truth beats the (leave-one-image-out) centre bias
     # honest learning: on images it never trained on, the ensemble beats the centre bias
-    assert crossval["ig_bits_vs_centerbias"] > 0.2
-    assert 0.05 < crossval["fraction_of_truth_ig"] < 1
+    assert rows["model"]["IG vs centre bias"] > 0.2
+    assert 0.05 < rows["model"]["IG vs centre bias"] / rows["truth"]["IG vs centre bias"] < 1
     stage = json.loads((tmp_path / "run" / "stages" / "crossval" / "result.json").read_text())
     assert len(stage["best_epoch"]) == 2 and all(0 <= e < 6 for e in stage["best_epoch"])
     # the centre bias was fitted on the data and installed in the model

@@ -11,13 +11,17 @@ from .baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_g
 from .data import DatasetError, FixationDataset, Fixations, default_dataset, kfold_assignments
 from .errors import DeepGazeError
 from .evaluation import (
+    EvaluationError,
+    EvaluationReport,
     ExplainedInformationGain,
     MetricInputError,
     MetricResult,
     evaluate_log_densities,
+    evaluate_model,
     explained_information_gain,
     information_gain,
     log_likelihood,
+    write_report,
 )
 from .hub.card import EvaluationResult, ModelCardInfo
 from .hub.integrity import IntegrityError
@@ -60,6 +64,8 @@ __all__ = [
     "DeepGazeConfig",
     "DeepGazeError",
     "DeepGazeModule",
+    "EvaluationError",
+    "EvaluationReport",
     "EvaluationResult",
     "ExplainedInformationGain",
     "FeatureExtractor",
@@ -81,6 +87,7 @@ __all__ = [
     "default_dataset",
     "density_overlay",
     "evaluate_log_densities",
+    "evaluate_model",
     "explained_information_gain",
     "fit_centerbias",
     "fit_gold_standard",
@@ -94,4 +101,5 @@ __all__ = [
     "sample_fixations",
     "select_members",
     "stack_members",
+    "write_report",
 ]

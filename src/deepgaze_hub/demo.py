@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import default_dataset, kfold_assignments
-from .hub.registry import default_directory
+from .data import default_dataset
 from .io.atomic import atomic_path, atomic_save_npy, atomic_write_text
 from .model.deepgaze import DeepGaze
 from .sampling import sample_fixations
@@ -95,7 +94,7 @@ def run_demo(
     overrides = [f"stages.0.folds={folds}", f"model.backbone.weights={'IMAGENET1K_V1' if imagenet else 'null'}"]
     if epochs is not None:
         overrides.append(f"stages.0.epochs={epochs}")
-    recipe = load_recipe(default_directory() / "recipes" / f"{RECIPE}.yaml", overrides)
+    recipe = load_recipe(RECIPE, overrides)
     run_dir = out / "run"
     model_dir = RecipeRun(recipe, run_dir, log=lambda message: log("      " + message)).run()
 
@@ -129,11 +128,6 @@ def run_demo(
     return result
 
 
-def _held_out(dataset, model: DeepGaze) -> np.ndarray:
-    crossval = model.card_info.crossval if model.card_info else None
-    return kfold_assignments(dataset, k=crossval["folds"], seed=crossval["fold_seed"])
-
-
 @torch.no_grad()
 def _check_reloads(model: DeepGaze, model_dir: Path, dataset, log) -> tuple[float, float | None]:
     """Largest difference between the trained ensemble, its reload, and its torch.hub load."""
@@ -156,7 +150,9 @@ def _check_reloads(model: DeepGaze, model_dir: Path, dataset, log) -> tuple[floa
 
 @torch.no_grad()
 def _predictions_and_figures(model: DeepGaze, dataset, out: Path, count: int) -> dict[str, list[Path]]:
-    folds = _held_out(dataset, model)
+    from .evaluation.evaluate import held_out_members
+
+    folds, _ = held_out_members(model, dataset, crossval=True)
     chosen = [int(np.flatnonzero(folds == fold)[0]) for fold in range(int(folds.max()) + 1)][:count]
     written: dict[str, list[Path]] = {"predictions": [], "figures": []}
     for index in chosen:

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--data", required=True, help="dataset HDF5 file, or 'embedded'")
-    parser.add_argument("--config", required=True, type=Path, help="recipe YAML (its model section is used)")
+    parser.add_argument("--config", required=True, type=Path, help="recipe YAML or shipped recipe name (its model section is used)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="recipe overrides")
     parser.add_argument("--out", required=True, type=Path, help="cache directory")
     parser.add_argument("--dtype", default=None, choices=["float16", "float32"], help="default: the recipe's")

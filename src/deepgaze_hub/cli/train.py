@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "interruption continues where it stopped."
         ),
     )
-    parser.add_argument("--config", required=True, type=Path, help="recipe YAML file")
+    parser.add_argument("--config", required=True, type=Path, help="recipe YAML file, or the name of a shipped recipe (deepgaze2-vgg19, synthetic-small)")
     parser.add_argument(
         "--set",
         dest="overrides",

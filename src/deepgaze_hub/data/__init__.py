@@ -22,7 +22,7 @@ from .formats import (
     import_pysaliency,
     import_salicon,
 )
-from .splits import kfold_assignments, kfold_split
+from .splits import image_set_digest, kfold_assignments, kfold_split
 from .synthetic import make_synthetic_dataset
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "import_mit1003",
     "import_pysaliency",
     "import_salicon",
+    "image_set_digest",
     "kfold_assignments",
     "kfold_split",
     "make_synthetic_dataset",

@@ -44,6 +44,17 @@ def kfold_split(dataset_or_ids, fold: int, k: int = 10, seed: int = 0) -> tuple[
     return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
 
 
+def image_set_digest(dataset_or_ids) -> str:
+    """A short fingerprint of *which* images (not their order): SHA-256 of the sorted distinct ids.
+
+    Folds depend on the whole image set (ids are ranked within it), so a cross-validated ensemble
+    records this digest: on a subset or superset of its data, members might score images they
+    trained on, and evaluation refuses that.
+    """
+    text = "\n".join(sorted(set(_ids(dataset_or_ids))))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _ids(dataset_or_ids) -> list[str]:
     ids = getattr(dataset_or_ids, "image_ids", dataset_or_ids)
     if isinstance(ids, str) or not isinstance(ids, (Sequence, np.ndarray)):

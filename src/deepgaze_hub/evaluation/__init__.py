@@ -1,5 +1,7 @@
 """Evaluation that matches the MIT/Tübingen saliency benchmark and pysaliency.
 
+* `evaluate_model`: a model and its baselines (centre bias, gold standard, truth) on a dataset, every
+  metric, optionally cross-validated; `EvaluationReport` and `write_report` for the table and files;
 * `evaluate_log_densities`: every metric for a probabilistic model, each on its optimal saliency map;
 * `log_likelihood`, `information_gain`, `explained_information_gain`: for log densities;
 * `auc`, `sauc`, `nss`, `cc`, `kldiv`, `sim`: on plain saliency maps (classic models);
@@ -12,11 +14,13 @@ fixations are ``x`` (column), ``y`` (row) float pixels and ``n`` (image index), 
 and both averages.
 """
 
+from .evaluate import EvaluationError, evaluate_model, evaluate_predictions
 from .export import export_mit_submission, export_pysaliency_hdf5
 from .information import explained_information_gain, information_gain, log_likelihood
 from .inputs import MetricInputError
 from .metrics import auc, cc, kldiv, nss, sauc, sim
 from .probabilistic import METRICS, evaluate_log_densities
+from .report import EvaluationReport, write_report
 from .results import ExplainedInformationGain, MetricResult
 from .saliency_maps import (
     blurred_density_maps,
@@ -28,6 +32,8 @@ from .saliency_maps import (
 
 __all__ = [
     "METRICS",
+    "EvaluationError",
+    "EvaluationReport",
     "ExplainedInformationGain",
     "MetricInputError",
     "MetricResult",
@@ -37,6 +43,8 @@ __all__ = [
     "density_maps",
     "empirical_saliency_maps",
     "evaluate_log_densities",
+    "evaluate_model",
+    "evaluate_predictions",
     "explained_information_gain",
     "export_mit_submission",
     "export_pysaliency_hdf5",
@@ -48,4 +56,5 @@ __all__ = [
     "sauc_maps",
     "shuffled_baseline_log_densities",
     "sim",
+    "write_report",
 ]

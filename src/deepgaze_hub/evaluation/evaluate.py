@@ -12,11 +12,15 @@ Rows of the report (`deepgaze_hub.evaluation.report`):
   `fit_centerbias` chose by leave-one-image-out cross-validation). The baselines API has no
   per-fixation leave-one-out log-likelihoods, so they are computed here from its histogram. Its
   per-fixation log-likelihoods are the baseline of every "IG vs centre bias" and of the explained
-  information gain.
+  information gain. Its sAUC alone uses the fit on all images, one map for every image (the
+  benchmark's situation, a centre bias fitted on other data): sAUC compares an image's map with
+  the other images' maps, and leave-one-out maps of the other images contain the very fixations
+  being scored, which would push the score far below 0.5.
 * **gold standard** (optional): `fit_gold_standard` (mixed with the fitted centre bias). IG, LL,
   AUC and NSS score each observer's fixations with the density of the *other* observers on the
-  image (leave one observer out, the definition of the explainable information); sAUC, CC, KLDiv
-  and SIM, which compare whole maps, use the density of *all* observers, which contains the scored
+  image (leave one observer out, the definition of the explainable information), so it costs one
+  map per observer and image, the evaluation's largest cost after the model on CPU; sAUC, CC,
+  KLDiv and SIM use one map per image, the density of *all* observers, which contains the scored
   fixations (an optimistic, in-sample reference).
 * **truth**: the dataset's true log densities, when it has them (synthetic data).
 
@@ -39,21 +43,36 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_gold_standard
-from ..data import DatasetError, FixationDataset, kfold_assignments
+from ..baselines import (
+    CenterBiasModel,
+    GoldStandardModel,
+    fit_centerbias,
+    fit_gold_standard,
+)
+from ..data import DatasetError, FixationDataset, image_set_digest, kfold_assignments
 from ..errors import DeepGazeError
 from .information import explained_information_gain
 from .probabilistic import METRICS, evaluate_log_densities
-from .report import EvaluationReport
+from .report import COLUMNS, ROWS, EvaluationReport, write_report
 from .results import MetricResult
 from .saliency_maps import EMPIRICAL_SIGMA, MODEL_SIGMA
+
+__all__ = [
+    "EvaluationError",
+    "EvaluationReport",
+    "evaluate_model",
+    "evaluate_predictions",
+    "held_out_members",
+    "model_log_densities",
+    "write_report",
+]
 
 #: Longer image side (pixels) of the MIT images the benchmark's blur sigmas were set for.
 REFERENCE_SIDE = 1024
@@ -79,13 +98,15 @@ def evaluate_model(
     device: torch.device | str | None = None,
     progress: bool = True,
     model_name: str = "model",
+    keep_log_densities: bool = False,
 ) -> EvaluationReport:
     """Score ``model`` (a `DeepGaze`) and the baselines on ``dataset`` (see the module docstring).
 
     Args:
         crossval: ``False``: the full mixture scores every image. ``True``: every image is scored
             by the member that did not train on it, as recorded in ``model.card_info.crossval``
-            (the model must carry it, and its dataset name must match ``dataset``). A dict
+            (the model must carry it, and its dataset name must match ``dataset``, see
+            `names_match`). A dict
             ``{"folds": k, "fold_seed": s}`` states the folds explicitly instead.
         metrics: any of `METRICS` (default all); IG and LL are always computed.
         gold_standard: fit and score the gold standard (needs two observers on some image) and
@@ -93,12 +114,15 @@ def evaluate_model(
         empirical_sigma: blur in pixels of the CC/KLDiv/SIM maps (default: scaled, see module doc).
         batch_size: images per forward pass; device: where the model runs (default: where it is).
         progress: show progress bars; model_name: the model's label in the table.
+        keep_log_densities: keep the model's log densities (as scored) in ``report.log_densities``,
+            e.g. to export them (`export_pysaliency_hdf5`, `export_mit_submission`).
     """
+    started = time.perf_counter()
     members, crossval_info = held_out_members(model, dataset, crossval)
     log_densities = model_log_densities(
         model, dataset, members=members, batch_size=batch_size, device=device, progress=progress
     )
-    return evaluate_predictions(
+    report = evaluate_predictions(
         log_densities,
         dataset,
         scoring=describe_scoring(model, crossval_info),
@@ -110,6 +134,10 @@ def evaluate_model(
         progress=progress,
         model_name=model_name,
     )
+    report.seconds = time.perf_counter() - started
+    if keep_log_densities:
+        report.log_densities = log_densities
+    return report
 
 
 def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[str, int]) -> tuple[np.ndarray | None, dict | None]:
@@ -129,7 +157,15 @@ def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[s
                 "state the folds explicitly (crossval={'folds': k, 'fold_seed': s}; CLI: --folds K --fold-seed S)"
             )
         trained_on = str(info.get("dataset", ""))
-        if not names_match(trained_on, dataset):
+        if "image_set" in info:  # the exact images the folds were drawn from (newer cards)
+            if info["image_set"] != image_set_digest(dataset):
+                raise EvaluationError(
+                    f"the model was cross-validated on another set of images ({info.get('images', '?')} images of "
+                    f"{trained_on!r}) than {dataset_label(dataset)!r} ({len(dataset)} images, {dataset.path}); folds "
+                    "depend on the whole image set, so its members may have trained on images they would score. "
+                    "Evaluate the full mixture (without --crossval) or use the dataset it was trained on."
+                )
+        elif not names_match(trained_on, dataset):
             raise EvaluationError(
                 f"the model was cross-validated on dataset {trained_on!r} (model card), but the dataset given is "
                 f"{dataset_label(dataset)!r} ({dataset.path}); on other data its members may have trained on the "
@@ -138,7 +174,7 @@ def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[s
                 f"--fold-seed {info.get('fold_seed', 0)})"
             )
     elif isinstance(crossval, Mapping):
-        unknown = sorted(set(crossval) - {"dataset", "folds", "fold_seed"})
+        unknown = sorted(set(crossval) - {"dataset", "folds", "fold_seed", "images", "image_set"})
         if unknown or "folds" not in crossval:
             raise EvaluationError(f"crossval must be True, False or {{'folds': k, 'fold_seed': s}}, got {dict(crossval)}")
         info = dict(crossval)
@@ -154,7 +190,13 @@ def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[s
         members = kfold_assignments(dataset, folds, seed)
     except DatasetError as error:
         raise EvaluationError(f"{dataset.path}: {error}; this is not the dataset the model was cross-validated on") from None
-    return members, {"dataset": info.get("dataset", dataset_label(dataset)), "folds": folds, "fold_seed": seed}
+    return members, {
+        "dataset": info.get("dataset", dataset_label(dataset)),
+        "folds": folds,
+        "fold_seed": seed,
+        "images": len(dataset),
+        "image_set": image_set_digest(dataset),
+    }
 
 
 def names_match(name: str, dataset: FixationDataset) -> bool:
@@ -240,25 +282,29 @@ def evaluate_predictions(
 ) -> EvaluationReport:
     """Score given log densities (one (H, W) natural-log density per image) and the baselines.
 
-    For any probabilistic model's predictions (e.g. read from a pysaliency HDF5 file); see
+    For any probabilistic model's predictions (tensors or arrays, e.g. read from a pysaliency HDF5
+    file; scored on the CPU); see
     `evaluate_model` for the arguments. ``scoring``, ``members`` and ``crossval`` only describe
     how the densities were made, for the report.
     """
     started = time.perf_counter()
     metrics = _checked_metrics(metrics)
-    _check_predictions(log_densities, dataset)
+    log_densities = _checked_predictions(log_densities, dataset)
     model_sigma, empirical = blur_sigmas(dataset, empirical_sigma)
     fixations = dataset.fixations
     n = torch.as_tensor(fixations.image)
     num_images = len(dataset)
+    map_metrics = [m for m in metrics if m != "IG"]  # IG is derived from LL below
 
-    def score(maps, which=metrics) -> dict[str, MetricResult]:
+    def score(maps, which: Sequence[str] = map_metrics) -> dict[str, MetricResult]:
         return evaluate_log_densities(
             maps, fixations.x, fixations.y, n, metrics=which, model_sigma=model_sigma, empirical_sigma=empirical
         )
 
     centerbias = fit_centerbias(dataset)
-    results = {"centre bias": score(leave_one_image_out_centerbias(centerbias, dataset))}
+    results = {"centre bias": score(leave_one_image_out_centerbias(centerbias, dataset), [m for m in map_metrics if m != "sAUC"])}
+    if "sAUC" in map_metrics:  # one map for all images: see the module docstring
+        results["centre bias"].update(score([centerbias.log_density(tuple(size)) for size in dataset.image_sizes], ["sAUC"]))
     results["model"] = score(log_densities)
     gold = None
     if gold_standard:
@@ -266,16 +312,17 @@ def evaluate_predictions(
             gold = fit_gold_standard(dataset, centerbias)
         except DatasetError as error:
             raise EvaluationError(f"{dataset.path}: {error}; evaluate without the gold standard (--no-gold-standard)") from None
-        results["gold standard"] = gold_standard_scores(gold, dataset, metrics, score, progress)
+        results["gold standard"] = gold_standard_scores(gold, dataset, map_metrics, score, progress)
     if dataset.has_truth:
         results["truth"] = score([torch.from_numpy(dataset.true_log_density(i)).float() for i in range(num_images)])
 
+    areas = dataset.image_sizes[:, 0] * dataset.image_sizes[:, 1]
+    uniform_ll = -torch.log(torch.as_tensor(areas, dtype=torch.float64))[n]
     baseline_ll = results["centre bias"]["LL"].per_fixation
     gold_ll = results["gold standard"]["LL"].per_fixation if gold is not None else None
     rows, rows_over_images, per_row = {}, {}, {}
-    for name in ("model", "centre bias", "gold standard", "truth"):
-        if name in results:
-            rows[name], rows_over_images[name], per_row[name] = _row(results[name], baseline_ll, gold_ll, n, num_images)
+    for name in [row for row in ROWS if row in results]:
+        rows[name], rows_over_images[name], per_row[name] = _row(results[name], uniform_ll, baseline_ll, gold_ll, n, num_images)
 
     report = EvaluationReport(
         model_name=model_name,
@@ -290,7 +337,7 @@ def evaluate_predictions(
         crossval=crossval,
         rows=rows,
         rows_over_images=rows_over_images,
-        per_image=_per_image(dataset, members, results["model"], per_row),
+        per_image=_per_image(dataset, members, per_row),
         settings=_settings(centerbias, gold, model_sigma, empirical),
         notes=_notes(dataset, gold is not None, model_sigma, empirical),
     )
@@ -326,8 +373,15 @@ def leave_one_image_out_centerbias(centerbias: CenterBiasModel, dataset: Fixatio
     return maps
 
 
-def gold_standard_scores(gold: GoldStandardModel, dataset: FixationDataset, metrics: Sequence[str], score, progress: bool) -> dict[str, MetricResult]:
-    """The gold standard's results: LL, AUC, NSS leave one observer out; the map metrics on all observers."""
+def gold_standard_scores(
+    gold: GoldStandardModel,
+    dataset: FixationDataset,
+    metrics: Sequence[str],
+    score: Callable[[list, Sequence[str]], dict[str, MetricResult]],
+    progress: bool,
+) -> dict[str, MetricResult]:
+    """The gold standard's results on ``metrics``: LL, AUC, NSS leave one observer out (one map per
+    observer and image); the other metrics by ``score`` on the density of all observers."""
     fixations = dataset.fixations
     offsets = np.concatenate([[0], np.cumsum(dataset.fixation_counts)])
     per_observer = [m for m in _PER_OBSERVER_METRICS if m in metrics]
@@ -343,19 +397,24 @@ def gold_standard_scores(gold: GoldStandardModel, dataset: FixationDataset, metr
             values[m][offsets[i] : offsets[i + 1]] = scored[m].per_fixation
     n = torch.as_tensor(fixations.image)
     results = {m: MetricResult.from_fixations(m, values[m], n, len(dataset)) for m in per_observer}
-    whole_maps = [m for m in metrics if m not in _PER_OBSERVER_METRICS and m != "IG"]
+    whole_maps = [m for m in metrics if m not in _PER_OBSERVER_METRICS]
     if whole_maps:
         results.update(score([gold.log_density(dataset, i) for i in range(len(dataset))], whole_maps))
     return results
 
 
-def _row(results: dict[str, MetricResult], baseline_ll: torch.Tensor, gold_ll: torch.Tensor | None, n: torch.Tensor, num_images: int):
-    """(row with benchmark averaging, row averaged over images, per-image values) of one model."""
+def _row(results: dict[str, MetricResult], uniform_ll, baseline_ll, gold_ll, n: torch.Tensor, num_images: int):
+    """(row with benchmark averaging, row averaged over images, per-image values) of one model.
+
+    ``uniform_ll``, ``baseline_ll``, ``gold_ll``: (F,) log-likelihoods (nats) of every fixation
+    under the uniform density, the centre bias and the gold standard (or None).
+    """
     ll = results["LL"].per_fixation
-    uniform = MetricResult.from_fixations("IG", (ll - _uniform_ll(results["LL"], n)) / math.log(2), n, num_images)
-    over_centerbias = MetricResult.from_fixations("IG", (ll - baseline_ll) / math.log(2), n, num_images)
-    scores = {"IG vs uniform": uniform, "IG vs centre bias": over_centerbias}
-    scores.update({m: r for m, r in results.items() if m != "IG"})
+    scores = {
+        "IG vs uniform": MetricResult.from_fixations("IG", (ll - uniform_ll) / math.log(2), n, num_images),
+        "IG vs centre bias": MetricResult.from_fixations("IG", (ll - baseline_ll) / math.log(2), n, num_images),
+        **results,
+    }
     row = {column: float(r.value) for column, r in scores.items()}
     over_images = {column: float(r.mean_over_images) for column, r in scores.items()}
     per_image = {column: r.per_image for column, r in scores.items()}
@@ -364,23 +423,82 @@ def _row(results: dict[str, MetricResult], baseline_ll: torch.Tensor, gold_ll: t
         row["explained IG"] = float(explained.over_fixations)
         over_images["explained IG"] = float(explained.over_images)
         per_image["explained IG"] = explained.per_image
-    return row, over_images, per_image
+    return tuple({column: values[column] for column in COLUMNS if column in values} for values in (row, over_images, per_image))
 
 
-def _uniform_ll(ll: MetricResult, n: torch.Tensor) -> torch.Tensor:
-    raise NotImplementedError
+def _per_image(dataset: FixationDataset, members: np.ndarray | None, per_row: dict) -> list[dict[str, Any]]:
+    model = per_row["model"]
+    columns = {"ig_model": model["IG vs centre bias"]}
+    for row, key in (("gold standard", "ig_gold_standard"), ("truth", "ig_truth")):
+        if row in per_row:
+            columns[key] = per_row[row]["IG vs centre bias"]
+    columns["ll_model"] = model["LL"]
+    for metric in ("AUC", "NSS"):
+        if metric in model:
+            columns[f"{metric.lower()}_model"] = model[metric]
+    if "explained IG" in model:
+        columns["explained_ig_model"] = model["explained IG"]
+    entries = []
+    for i, count in enumerate(dataset.fixation_counts):
+        entry = {
+            "index": i,
+            "id": dataset.image_ids[i],
+            "name": dataset.image_names[i],
+            "fixations": int(count),
+            "member": None if members is None else int(members[i]),
+        }
+        entry.update({key: float(values[i]) for key, values in columns.items()})
+        entries.append(entry)
+    return entries
 
 
-def _per_image(dataset, members, model_results, per_row) -> list[dict[str, Any]]:
-    raise NotImplementedError
+def _settings(centerbias: CenterBiasModel, gold: GoldStandardModel | None, model_sigma: float, empirical: float) -> dict[str, Any]:
+    return {
+        "blur_sigma_px": {"model_map": model_sigma, "empirical_map": empirical},
+        "centre_bias": {
+            "bandwidth": centerbias.bandwidth,
+            "uniform_weight": centerbias.uniform_weight,
+            "fitted_by": centerbias.cv,
+            "scored": "leave one image out (sAUC: the fit on all images)",
+        },
+        "gold_standard": None
+        if gold is None
+        else {
+            "bandwidth": gold.bandwidth,
+            "centerbias_weight": gold.centerbias_weight,
+            "scored": "IG, LL, AUC, NSS leave one observer out; sAUC, CC, KLDiv, SIM on all observers",
+        },
+        "averaging": {"IG, LL, explained IG": "over fixations", "AUC, sAUC, NSS, CC, KLDiv, SIM": "per image"},
+    }
 
 
-def _settings(centerbias, gold, model_sigma, empirical) -> dict[str, Any]:
-    raise NotImplementedError
-
-
-def _notes(dataset, has_gold, model_sigma, empirical) -> list[str]:
-    raise NotImplementedError
+def _notes(dataset: FixationDataset, has_gold: bool, model_sigma: float, empirical: float) -> list[str]:
+    notes = [
+        (
+            "IG and LL are averaged over all fixations, the other metrics per image (the benchmark's conventions); "
+            "report.json also has every score averaged over images."
+        ),
+        (
+            "Centre bias: each image is scored by the density of the other images' fixations (leave one image out); "
+            "it is the baseline of every IG vs centre bias. Its sAUC uses the fit on all images (one map for all)."
+        ),
+        (
+            f"CC, KLDiv and SIM compare the density blurred by {model_sigma:.4g} px with the fixations blurred by "
+            f"{empirical:.4g} px."
+        ),
+    ]
+    if has_gold:
+        notes.append(
+            "Gold standard: IG, LL, AUC and NSS predict each observer from the other observers (leave one observer "
+            "out); sAUC, CC, KLDiv and SIM use all observers' fixations, the scored ones included (in-sample)."
+        )
+    if has_gold and dataset.has_truth:
+        notes.append(
+            f"Truth: the densities the fixations were drawn from. Its explained IG can exceed 100%: the gold standard "
+            f"estimates the explainable information from only {dataset.num_observers} observers per image with a kernel "
+            "density estimate, which falls short of the true density."
+        )
+    return notes
 
 
 def _checked_metrics(metrics: Sequence[str] | None) -> list[str]:
@@ -391,8 +509,26 @@ def _checked_metrics(metrics: Sequence[str] | None) -> list[str]:
     return [m for m in METRICS if m in {*chosen, "IG", "LL"}]
 
 
-def _check_predictions(log_densities, dataset: FixationDataset) -> None:
-    raise NotImplementedError
+def _checked_predictions(log_densities, dataset: FixationDataset) -> list[torch.Tensor]:
+    """The log densities as CPU tensors (no copy for CPU tensors), checked against the dataset."""
+    if len(log_densities) != len(dataset):
+        raise EvaluationError(f"got {len(log_densities)} log densities for the {len(dataset)} images of {dataset.path}")
+    checked = []
+    for i, log_density in enumerate(log_densities):
+        values = torch.as_tensor(log_density, device="cpu")
+        if tuple(values.shape) != tuple(int(v) for v in dataset.image_sizes[i]):
+            raise EvaluationError(
+                f"log density {i} has shape {tuple(values.shape)}, but image {i} ({dataset.image_names[i]}) is "
+                f"{tuple(int(v) for v in dataset.image_sizes[i])} (H, W)"
+            )
+        total = float(torch.logsumexp(values.reshape(-1).double(), 0))
+        if not abs(total) <= NORMALISATION_TOLERANCE:
+            raise EvaluationError(
+                f"log density {i} ({dataset.image_names[i]}) is not a normalised natural-log density "
+                f"(logsumexp = {total:.4g}); subtract its logsumexp first"
+            )
+        checked.append(values)
+    return checked
 
 
 def _words(text: str) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class EvaluationReport:
         settings: blur sigmas, the fitted centre bias and gold standard, averaging conventions.
         notes: sentences printed under the table.
         seconds: wall time of the evaluation.
+        log_densities: the model's (H, W) log densities as scored, if the evaluation was asked to
+            keep them (not part of `to_dict` or the files).
     """
 
     model_name: str
@@ -76,6 +79,7 @@ class EvaluationReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    log_densities: list | None = field(default=None, repr=False)
 
     @property
     def columns(self) -> list[str]:
@@ -126,8 +130,10 @@ class EvaluationReport:
         lines = [
             f"## {_cell(self.model_name)} on {_cell(str(data.get('name') or data.get('path')))}",
             "",
-            f"{data.get('images')} images, {data.get('fixations')} fixations, {data.get('observers')} observers. "
-            f"Scoring: {self.scoring}.",
+            (
+                f"{data.get('images')} images, {data.get('fixations')} fixations, {data.get('observers')} observers. "
+                f"Scoring: {self.scoring}."
+            ),
             "",
             "| | " + " | ".join(_header(column) for column in columns) + " |",
             "|---|" + "---:|" * len(columns),
@@ -140,9 +146,11 @@ class EvaluationReport:
         if explained is not None:
             lines += [
                 "",
-                f"Explained information gain of {_cell(self.model_name)}: "
-                f"{_percent(explained['over_fixations'])} (IGs averaged over fixations), "
-                f"{_percent(explained['over_images'])} (averaged over images).",
+                (
+                    f"Explained information gain of {_cell(self.model_name)}: "
+                    f"{_percent(explained['over_fixations'])} (IGs averaged over fixations), "
+                    f"{_percent(explained['over_images'])} (averaged over images)."
+                ),
             ]
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
@@ -156,8 +164,6 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike) -> dict[s
     Returns ``{"json": report.json, "markdown": report.md, "per_image": per_image.csv,
     "figure": ig_per_image.png}``; ``"figure"`` only when the report has a gold standard.
     """
-    import json
-
     out = Path(out_dir)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "per_image": out / "per_image.csv"}
     atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")

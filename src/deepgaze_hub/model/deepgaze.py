@@ -178,6 +178,26 @@ class DeepGaze(
         readout = self.readout(features, index)
         return self.finalizer(readout, bias, index, mixture=mixture)
 
+    def grid_log_densities(
+        self,
+        features: torch.Tensor,
+        image_size: Sequence[int],
+        centerbias: torch.Tensor | None = None,
+        members: Members = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every selected member's normalised log density on the finalizer grid, and its layout.
+
+        Returns ``(z, rows, cols)``: z (B, K', G_h, G_w) and index maps rows (H,), cols (W,) such
+        that member k's log density at pixel (y, x) of the (H, W) = image_size image is
+        ``z[:, k, rows[y], cols[x]]``. With the reference's nearest resizing the grid is
+        (H / saliency_map_factor, W / saliency_map_factor) and each grid cell stands for
+        ``bincount(rows) x bincount(cols)`` pixels; with antialiased resizing it is the image.
+        """
+        height, width = int(image_size[0]), int(image_size[1])
+        index = self._member_index(members, features.device)
+        bias = self._centerbias_for(centerbias, features.shape[0], (height, width), features.device)
+        return self.finalizer.grid_log_density(self.readout(features, index), bias, index)
+
     def log_density_at(
         self,
         features: torch.Tensor,
@@ -194,13 +214,8 @@ class DeepGaze(
         ``batch_index[f]`` at pixel ``(int(y[f]), int(x[f]))`` (x = column, y = row). Equal to
         indexing `member_log_densities` there, at a fraction of the memory: what training uses.
         """
-        height, width = int(image_size[0]), int(image_size[1])
-        index = self._member_index(members, features.device)
-        bias = self._centerbias_for(centerbias, features.shape[0], (height, width), features.device)
-        z, rows, cols = self.finalizer.grid_log_density(self.readout(features, index), bias, index)
-        pixel_rows = rows[y.long().clamp(0, height - 1)]
-        pixel_cols = cols[x.long().clamp(0, width - 1)]
-        return z[batch_index.long(), :, pixel_rows, pixel_cols]
+        z, rows, cols = self.grid_log_densities(features, image_size, centerbias, members)
+        return z[batch_index.long(), :, rows[y.long().clamp(0, len(rows) - 1)], cols[x.long().clamp(0, len(cols) - 1)]]
 
     def _member_index(self, members: Members, device: torch.device) -> torch.Tensor:
         if members is None:

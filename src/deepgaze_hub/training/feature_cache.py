@@ -18,6 +18,7 @@ next build computes just the missing images. Several devices each write their ow
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 import warnings
@@ -76,6 +77,7 @@ class FeatureCache:
         self._check_or_create()
         self._index: dict[str, Path] = {}
         self._files: dict[Path, h5py.File] = {}
+        self._pid = os.getpid()
         self.refresh()
 
     def _check_or_create(self) -> None:
@@ -123,6 +125,8 @@ class FeatureCache:
         return [i for i, image_id in enumerate(image_ids) if image_id not in self._index]
 
     def __getitem__(self, image_id: str) -> torch.Tensor:
+        if self._pid != os.getpid():  # a forked DataLoader worker: never share HDF5 handles
+            self._files, self._pid = {}, os.getpid()
         shard = self._index[image_id]
         handle = self._files.get(shard)
         if handle is None:

@@ -40,7 +40,8 @@ class DeepGazeModule(L.LightningModule):
     """Train ``model``'s readouts with Adam + step decay on batches from `FixationDataModule`.
 
     Logged (bits per fixation): ``train/ll``, ``val/ll`` (mean over members), ``val/ig``
-    (information gain over the model's centre bias), and per member ``val/ll_m{k}``.
+    (information gain over the model's centre bias), per member ``val/ll_m{k}``; and ``val/nss``,
+    ``val/auc`` of the members' densities (see `nss_and_auc`).
     """
 
     def __init__(self, model: DeepGaze, optimizer: OptimizerConfig | None = None, averaging: str = "image") -> None:
@@ -61,26 +62,63 @@ class DeepGazeModule(L.LightningModule):
         return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
 
     # -- the objective --------------------------------------------------------------------------
-    def member_bits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per image and member: log-likelihood in bits/fixation vs uniform (B, K), fixation
-        counts (B,), and the centre bias's log-likelihood in bits/fixation (B,)."""
-        height, width = batch["size"]
+    def _grid(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if "features" in batch:
             features = batch["features"].float()
         else:
             features = self.model.extract_features(batch["images"])
-        log_p = self.model.log_density_at(features, (height, width), batch["fix_batch"], batch["fix_x"], batch["fix_y"])
-        images = features.shape[0]
-        one_hot = F.one_hot(batch["fix_batch"], images).to(log_p.dtype).T  # (B, F): deterministic sums
+        return self.model.grid_log_densities(features, batch["size"])
+
+    def member_bits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per image and member: log-likelihood in bits/fixation vs uniform (B, K), fixation
+        counts (B,), and the centre bias's log-likelihood in bits/fixation (B,)."""
+        return self._bits(batch, *self._grid(batch))
+
+    def _bits(self, batch: dict, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        height, width = batch["size"]
+        pixel_rows = batch["fix_y"].long().clamp(0, height - 1)
+        pixel_cols = batch["fix_x"].long().clamp(0, width - 1)
+        log_p = z[batch["fix_batch"], :, rows[pixel_rows], cols[pixel_cols]]  # (F, K) nats
+        one_hot = F.one_hot(batch["fix_batch"], z.shape[0]).to(log_p.dtype).T  # (B, F): deterministic sums
         counts = one_hot.sum(dim=1)
         per_image = one_hot @ log_p / counts.clamp_min(1).unsqueeze(1)  # (B, K) mean log p in nats
         log_uniform = -math.log(height * width)
         bits = (per_image - log_uniform) / LN2
         bias = self.model.centerbias((height, width)).to(log_p.device)
-        rows = batch["fix_y"].long().clamp(0, height - 1)
-        cols = batch["fix_x"].long().clamp(0, width - 1)
-        bias_bits = (one_hot @ bias[rows, cols] / counts.clamp_min(1) - log_uniform) / LN2
+        bias_bits = (one_hot @ bias[pixel_rows, pixel_cols] / counts.clamp_min(1) - log_uniform) / LN2
         return bits, counts, bias_bits
+
+    def nss_and_auc(self, batch: dict, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        """Per image and member, NSS and AUC of the member's density (B, K) each (monitoring only).
+
+        Both read the density p over all H x W pixels, where a grid cell counts as the pixels it
+        stands for. NSS: mean over fixations of (p - mean p) / std p (population std). AUC: mean
+        over fixations of the fraction of pixels with lower density, ties counted one half (the
+        benchmark ranks ties by pixel index instead; `deepgaze_hub.evaluation` does that).
+        """
+        height, width = batch["size"]
+        cell = (torch.bincount(rows, minlength=z.shape[2]).unsqueeze(1) * torch.bincount(cols, minlength=z.shape[3])).to(z.dtype)
+        total = cell.sum()
+        p = z.detach().exp()
+        mean = (p * cell).sum(dim=(2, 3)) / total
+        std = (((p - mean[..., None, None]) ** 2 * cell).sum(dim=(2, 3)) / total).sqrt().clamp_min(1e-30)
+        pixel_rows = rows[batch["fix_y"].long().clamp(0, height - 1)]
+        pixel_cols = cols[batch["fix_x"].long().clamp(0, width - 1)]
+        values = p[batch["fix_batch"], :, pixel_rows, pixel_cols]  # (F, K)
+        one_hot = F.one_hot(batch["fix_batch"], z.shape[0]).to(z.dtype).T
+        counts = one_hot.sum(dim=1).clamp_min(1).unsqueeze(1)
+        nss = one_hot @ ((values - mean[batch["fix_batch"]]) / std[batch["fix_batch"]]) / counts
+        flat = p.flatten(2)  # (B, K, G)
+        ordered, order = flat.sort(dim=2)
+        below = F.pad(cell.flatten()[order].cumsum(dim=2), (1, 0))  # pixels below each rank
+        auc = torch.zeros_like(nss)
+        for b in range(z.shape[0]):
+            mine = values[batch["fix_batch"] == b].T.contiguous()  # (K, F_b)
+            if mine.numel():
+                lower = below[b].gather(1, torch.searchsorted(ordered[b], mine, right=False))
+                upper = below[b].gather(1, torch.searchsorted(ordered[b], mine, right=True))
+                auc[b] = ((lower + upper) / 2 / total).mean(dim=1)
+        return nss, auc
 
     def _weights(self, batch: dict, counts: torch.Tensor) -> torch.Tensor:
         mask = batch["mask"].to(counts.dtype) * (counts > 0).to(counts.dtype).unsqueeze(1)
@@ -108,20 +146,34 @@ class DeepGazeModule(L.LightningModule):
         self._val_sums = None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        bits, counts, bias_bits = self.member_bits(batch)
+        grid = self._grid(batch)
+        bits, counts, bias_bits = self._bits(batch, *grid)
+        nss, auc = self.nss_and_auc(batch, *grid)
         weights = self._weights(batch, counts)
-        sums = torch.stack([(bits * weights).sum(0), (bias_bits.unsqueeze(1) * weights).sum(0), weights.sum(0)])
+        images = batch["mask"].to(weights.dtype) * (counts > 0).to(weights.dtype).unsqueeze(1)
+        sums = torch.stack(
+            [
+                (bits * weights).sum(0),
+                (bias_bits.unsqueeze(1) * weights).sum(0),
+                weights.sum(0),
+                (nss * images).sum(0),
+                (auc * images).sum(0),
+                images.sum(0),
+            ]
+        )
         self._val_sums = sums if self._val_sums is None else self._val_sums + sums
 
     def on_validation_epoch_end(self) -> None:
         if self._val_sums is None or self.trainer.sanity_checking:
             return
-        ll_sum, bias_sum, weight = self._global_sum(self._val_sums)
-        weight = weight.clamp_min(1e-12)
+        ll_sum, bias_sum, weight, nss_sum, auc_sum, images = self._global_sum(self._val_sums)
+        weight, images = weight.clamp_min(1e-12), images.clamp_min(1e-12)
         ll, bias_ll = ll_sum / weight, bias_sum / weight
         # the sums are already reduced over devices, so every rank logs the same value
         self.log("val/ll", ll.mean(), prog_bar=True, sync_dist=True)
         self.log("val/ig", (ll - bias_ll).mean(), prog_bar=True, sync_dist=True)
+        self.log("val/nss", (nss_sum / images).mean(), sync_dist=True)
+        self.log("val/auc", (auc_sum / images).mean(), sync_dist=True)
         for k in range(ll.numel()):
             self.log(f"val/ll_m{k}", ll[k], sync_dist=True)
         improved = ll > self.best_ll

@@ -145,9 +145,24 @@ class Recipe:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes that come with deepgaze-hub (``hub_configs/recipes/``), by name."""
+    from ..hub.registry import default_directory
+
+    return {path.stem: path for path in sorted((default_directory() / "recipes").glob("*.yaml"))}
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML), validate."""
+    """Read a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML), validate.
+
+    ``path`` is a YAML file, or the name of a recipe that ships with deepgaze-hub
+    (`shipped_recipes`, e.g. ``"deepgaze2-vgg19"``).
+    """
     path = Path(path)
+    if not path.exists() and str(path) in shipped_recipes():
+        path = shipped_recipes()[str(path)]
+    elif not path.exists():
+        raise RecipeError(f"no recipe file {path}, and no shipped recipe of that name (shipped: {sorted(shipped_recipes())})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:

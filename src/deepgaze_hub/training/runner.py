@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ..baselines import fit_centerbias
-from ..data import FixationDataset, default_dataset, kfold_assignments
+from ..data import FixationDataset, default_dataset, image_set_digest
 from ..hub.card import EvaluationResult, ModelCardInfo
 from ..io.atomic import atomic_save_npy, atomic_write_text
 from ..model.deepgaze import DeepGaze
@@ -165,24 +165,20 @@ class RecipeRun:
         final = self.recipe.stages[-1]
         evaluation = []
         if crossval is not None:
-            split = f"held-out folds ({crossval['folds']}-fold cross-validation, per-image average)"
-            evaluation = [
-                EvaluationResult(crossval["dataset"], "LL", round(crossval["ll_bits"], 4), split, "bits/fixation"),
-                EvaluationResult(crossval["dataset"], "IG vs centre bias", round(crossval["ig_bits_vs_centerbias"], 4), split, "bits/fixation"),
-            ]
-            if "fraction_of_truth_ig" in crossval:
-                evaluation.append(
-                    EvaluationResult(crossval["dataset"], "IG / true IG", round(100 * crossval["fraction_of_truth_ig"], 1), split, "%")
-                )
+            split = f"held-out folds ({final.folds}-fold cross-validation)"
+            model_row = crossval["rows"]["model"]
+            for metric in ("IG vs uniform", "IG vs centre bias"):
+                evaluation.append(EvaluationResult(final.train, metric, round(model_row[metric], 4), split, "bits/fixation"))
+            fraction = truth_fraction(crossval)
+            if fraction is not None:
+                evaluation.append(EvaluationResult(final.train, "IG / true IG", round(100 * fraction, 1), split, "%"))
         return ModelCardInfo(
             title=f"DeepGaze ensemble trained with recipe {self.recipe.name}",
             datasets=sorted({s.train for s in self.recipe.stages} | {s.val for s in self.recipe.stages if s.val}),
             recipe=f"recipes/{self.recipe.name}.yaml",
             training=f"Trained with deepgaze-hub, recipe `{self.recipe.name}` (seed {self.recipe.seed}): {stages}.",
             evaluation=evaluation,
-            crossval=(
-                {"dataset": final.train, "folds": final.folds, "fold_seed": final.fold_seed} if final.folds else None
-            ),
+            crossval=self.crossval_info(final) if final.folds else None,
         )
 
     def _is_global_zero(self) -> bool:
@@ -279,53 +275,29 @@ class RecipeRun:
         return best, result
 
     # -- cross-validated evaluation ---------------------------------------------------------------
-    @torch.no_grad()
-    def _crossval(self, model: DeepGaze, stage: StageConfig) -> dict[str, Any]:
-        """Score every image with the member that did not train on it (bits/fixation vs uniform).
+    def crossval_info(self, stage: StageConfig) -> dict[str, Any]:
+        """Which member may score which image: the fold assignment and the exact image set."""
+        dataset = self.dataset(stage.train)
+        return {
+            "dataset": stage.train,
+            "folds": stage.folds,
+            "fold_seed": stage.fold_seed,
+            "images": len(dataset),
+            "image_set": image_set_digest(dataset),
+        }
 
-        The baseline is the model's centre bias, fitted on all images of the dataset.
-        """
+    def _crossval(self, model: DeepGaze, stage: StageConfig) -> dict[str, Any]:
+        """Score every image with the member that did not train on it: `evaluate_model` with IG and
+        LL against uniform, the leave-one-image-out centre bias and (synthetic data) the truth."""
         saved = self.run_dir / "model" / "crossval.json"
         if saved.exists() and (self.run_dir / "model" / "model.safetensors").exists():
             return json.loads(saved.read_text())
-        dataset = self.dataset(stage.train)
-        held_out = FixationDataModule(
-            dataset,
-            num_folds=stage.folds,
-            fold_seed=stage.fold_seed,
-            joint=True,
-            batch_size=stage.batch_size,
-            features=self.feature_cache(model, stage.train),
+        from ..evaluation.evaluate import evaluate_model
+
+        report = evaluate_model(
+            model, self.dataset(stage.train), crossval=self.crossval_info(stage), metrics=["IG", "LL"], gold_standard=False, progress=False
         )
-        scorer = DeepGazeModule(model.eval())
-        per_image = []
-        for batch in held_out.val_dataloader():
-            bits, counts, bias_bits = scorer.member_bits(batch)
-            fold = batch["mask"].float().argmax(dim=1)  # the one member validated on each image
-            for b, index in enumerate(batch["index"].tolist()):
-                if counts[b] == 0:
-                    continue
-                entry = {
-                    "image": index,
-                    "fold": int(fold[b]),
-                    "fixations": int(counts[b]),
-                    "ll_bits": float(bits[b, fold[b]]),
-                    "centerbias_ll_bits": float(bias_bits[b]),
-                }
-                truth = dataset.true_log_density(index)
-                if truth is not None:
-                    fixations = dataset.fixations_of(index)
-                    rows, cols = np.asarray(fixations.y).astype(int), np.asarray(fixations.x).astype(int)
-                    entry["truth_ll_bits"] = float((truth[rows, cols].mean() + math.log(truth.size)) / math.log(2))
-                per_image.append(entry)
-        per_image.sort(key=lambda e: e["image"])
-        summary = {key: float(np.mean([e[key] for e in per_image])) for key in per_image[0] if key.endswith("_bits")}
-        summary["ig_bits_vs_centerbias"] = summary["ll_bits"] - summary["centerbias_ll_bits"]
-        if "truth_ll_bits" in summary:
-            truth_gain = summary["truth_ll_bits"] - summary["centerbias_ll_bits"]
-            summary["truth_ig_bits_vs_centerbias"] = truth_gain
-            summary["fraction_of_truth_ig"] = summary["ig_bits_vs_centerbias"] / truth_gain if truth_gain else float("nan")
-        return {"dataset": stage.train, "folds": stage.folds, "averaging": "per image", "images": len(per_image), **summary, "per_image": per_image}
+        return report.to_dict()
 
 
 def summary_table(results: list[StageResult], crossval: dict[str, Any] | None) -> str:
@@ -337,11 +309,20 @@ def summary_table(results: list[StageResult], crossval: dict[str, Any] | None) -
         ll = np.mean([v for v in r.best_ll if math.isfinite(v)]) if any(math.isfinite(v) for v in r.best_ll) else float("nan")
         lines.append(f"| {r.name} | {r.members} | {', '.join(map(str, r.best_epoch))} | {ll:.4f} | {r.seconds:.1f} |")
     if crossval:
-        lines += ["", "Cross-validated (each image scored by the member that did not train on it):", ""]
-        lines += ["| model | LL (bits/fix) | IG vs centre bias (bits/fix) |", "|---|---|---|"]
-        lines.append(f"| ensemble members | {crossval['ll_bits']:.4f} | {crossval['ig_bits_vs_centerbias']:.4f} |")
-        lines.append(f"| centre bias | {crossval['centerbias_ll_bits']:.4f} | 0 |")
-        if "truth_ll_bits" in crossval:
-            lines.append(f"| ground truth | {crossval['truth_ll_bits']:.4f} | {crossval['truth_ig_bits_vs_centerbias']:.4f} |")
-            lines.append(f"\nThe ensemble reaches {100 * crossval['fraction_of_truth_ig']:.1f}% of the truth's information gain.")
+        rows = crossval["rows"]
+        lines += ["", f"Cross-validated on {crossval['dataset']['images']} images (each scored by the member that did not train on it):", ""]
+        lines += ["| model | IG vs uniform (bits/fix) | IG vs centre bias (bits/fix) |", "|---|---|---|"]
+        for name, row in rows.items():
+            lines.append(f"| {name} | {row['IG vs uniform']:.4f} | {row['IG vs centre bias']:.4f} |")
+        fraction = truth_fraction(crossval)
+        if fraction is not None:
+            lines.append(f"\nThe ensemble reaches {100 * fraction:.1f}% of the truth's information gain over the centre bias.")
     return "\n".join(lines)
+
+
+def truth_fraction(crossval: dict[str, Any]) -> float | None:
+    """IG of the model / IG of the true densities, both vs the centre bias (synthetic data only)."""
+    rows = crossval["rows"]
+    if "truth" not in rows or not rows["truth"]["IG vs centre bias"]:
+        return None
+    return rows["model"]["IG vs centre bias"] / rows["truth"]["IG vs centre bias"]

@@ -1,0 +1,89 @@
+"""``deepgaze-hub evaluate``: every benchmark metric for a model and its baselines on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EMBEDDED = "embedded"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model with every benchmark metric against the centre bias, gold standard and truth",
+        description=(
+            "Score a model on a fixation dataset with IG, LL, AUC, sAUC, NSS, CC, KLDiv and SIM (each on the "
+            "saliency map the MIT/Tübingen benchmark derives from a density), next to the centre bias, the gold "
+            "standard and, for synthetic data, the true densities; report the explained information gain. Prints "
+            "the table and writes report.json, report.md, per_image.csv and ig_per_image.png to --out. With "
+            "--crossval every image is scored by the ensemble member that did not train on it."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="model directory (save_pretrained), registry name or Hub repo id")
+    parser.add_argument("--revision", default=None, help="Hub revision (commit hash) when --model is a repo id")
+    parser.add_argument("--data", required=True, help=f"dataset file (deepgaze-hub data import ...) or '{EMBEDDED}' for the embedded synthetic set")
+    parser.add_argument("--crossval", action="store_true", help="score each image with the member that did not train on it (fold info from the model card)")
+    parser.add_argument("--folds", type=int, default=None, metavar="K", help="state the cross-validation folds instead of reading them from the model card (implies --crossval)")
+    parser.add_argument("--fold-seed", type=int, default=0, metavar="S", help="fold seed with --folds (default 0)")
+    parser.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default: evaluation)")
+    parser.add_argument("--no-gold-standard", action="store_true", help="skip the gold standard (and the explained information gain)")
+    parser.add_argument("--metrics", default=None, help="comma-separated subset of IG,LL,AUC,sAUC,NSS,CC,KLDiv,SIM (default: all)")
+    parser.add_argument("--empirical-sigma", type=float, default=None, metavar="PX", help="blur of the CC/KLDiv/SIM maps in pixels (default: 24 px scaled to the image size; 40 for CAT2000)")
+    parser.add_argument("--export-pysaliency", type=Path, default=None, metavar="FILE.hdf5", help="also write the evaluated log densities as a pysaliency HDF5 model file")
+    parser.add_argument("--export-mit", type=Path, default=None, metavar="DIR", help="also write the densities as MIT benchmark submission images (JPEG, each image's size)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--device", default=None, help="where the model runs (default: cuda if available, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import FixationDataset, default_dataset
+    from ..errors import DeepGazeError
+    from ..evaluation.evaluate import evaluate_model
+    from ..evaluation.export import export_mit_submission, export_pysaliency_hdf5
+    from ..evaluation.report import write_report
+    from ..hub.resolve import load_any
+
+    metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.folds is not None:
+        crossval = {"folds": args.folds, "fold_seed": args.fold_seed}
+    else:
+        crossval = args.crossval
+    if args.data == EMBEDDED:
+        dataset = default_dataset()
+    elif Path(args.data).is_file():
+        dataset = FixationDataset.open(args.data)
+    else:
+        raise DeepGazeError(f"--data {args.data}: no such dataset file; import data with `deepgaze-hub data import ...` or use --data {EMBEDDED}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_any(args.model, revision=args.revision, map_location=device)
+
+    report = evaluate_model(
+        model,
+        dataset,
+        crossval=crossval,
+        metrics=metrics,
+        gold_standard=not args.no_gold_standard,
+        empirical_sigma=args.empirical_sigma,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.quiet,
+        model_name=args.model,
+        keep_log_densities=args.export_pysaliency is not None or args.export_mit is not None,
+    )
+    log_densities = report.log_densities
+    written = [str(path) for path in write_report(report, args.out).values()]
+    if args.export_pysaliency is not None:
+        written.append(str(export_pysaliency_hdf5(args.export_pysaliency, dataset.image_names, log_densities)))
+    if args.export_mit is not None:
+        images = export_mit_submission(args.export_mit, dataset.image_names, (log_density.exp() for log_density in log_densities))
+        written.append(f"{args.export_mit} ({len(images)} images)")
+    print(report.to_markdown())
+    print("\nwrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
