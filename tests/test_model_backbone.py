@@ -13,7 +13,7 @@ from torch import nn
 from deepgaze_hub import BackboneConfig, BackboneError, ConfigError, DeepGaze, DeepGazeConfig, FeatureExtractor
 from deepgaze_hub.model.backbone import build_backbone
 
-from conftest import TINY_LAYERS, make_tiny_model, random_images, tiny_config, tiny_network
+from conftest import make_tiny_model, random_images, tiny_config, tiny_network
 
 SQUEEZE = dict(name="squeezenet1_1", layers=["features.9", "features.12"], channels=None)
 

@@ -11,7 +11,6 @@ fitted one. Fit your own from fixations and install it with `DeepGaze.set_center
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -69,8 +68,3 @@ class CenterBias(nn.Module):
 def _resize_log(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = F.interpolate(template[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
     return out[0, 0]
-
-
-def log_uniform(size: Sequence[int]) -> float:
-    """Log density of the uniform distribution over an (H, W) image, per pixel."""
-    return -math.log(size[0] * size[1])
