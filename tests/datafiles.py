@@ -79,15 +79,17 @@ def write_fixations(path: Path, x, y, t, n, subject, version: str = "1.2", as_by
         f.attrs["__attributes__"] = _text(json.dumps(names), as_bytes)
 
 
+def _padded(trains: list[dict], key: str) -> np.ndarray:
+    """(scanpaths, longest) array of a per-fixation field, NaN-padded as pysaliency stores it."""
+    out = np.full((len(trains), max(len(tr["xs"]) for tr in trains)), np.nan)
+    for i, tr in enumerate(trains):
+        out[i, : len(tr[key])] = tr[key]
+    return out
+
+
 def write_fixation_trains(path: Path, trains: list[dict], version: str = "1.3", as_bytes: bool = True, scanpath_attributes: dict | None = None) -> None:
     """pysaliency FixationTrains; each train is dict(xs, ys, ts, n, subject[, durations])."""
-    length = max(len(tr["xs"]) for tr in trains)
-
-    def padded(key):
-        out = np.full((len(trains), length), np.nan)
-        for i, tr in enumerate(trains):
-            out[i, : len(tr[key])] = tr[key]
-        return out
+    padded = lambda key: _padded(trains, key)  # noqa: E731
 
     with h5py.File(path, "w") as f:
         f.attrs["type"] = _text("FixationTrains", as_bytes)
@@ -116,13 +118,7 @@ def write_fixation_trains(path: Path, trains: list[dict], version: str = "1.3", 
 
 def write_scanpath_fixations(path: Path, trains: list[dict], as_bytes: bool = False) -> None:
     """pysaliency ScanpathFixations 1.0 (group ``scanpaths`` of type Scanpaths 1.0)."""
-    length = max(len(tr["xs"]) for tr in trains)
-
-    def padded(key):
-        out = np.full((len(trains), length), np.nan)
-        for i, tr in enumerate(trains):
-            out[i, : len(tr[key])] = tr[key]
-        return out
+    padded = lambda key: _padded(trains, key)  # noqa: E731
 
     with h5py.File(path, "w") as f:
         f.attrs["type"] = _text("ScanpathFixations", as_bytes)
