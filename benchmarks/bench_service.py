@@ -58,7 +58,8 @@ class Service:
         command = [
             sys.executable, "-m", "deepgaze_hub", "serve", "--model", str(model_dir), "--device", "cpu",
             "--port", "0", "--max-batch", str(max_batch), "--batch-wait-ms", str(batch_wait_ms),
-            "--max-queue", "1000", "--log-level", "warning",
+            "--max-queue", "1000", "--max-uploads", "1000", "--log-level", "warning",
+            "--max-uploads-per-client", "1000",  # every load-test client has the address 127.0.0.1
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         lines: queue.Queue[str] = queue.Queue()

@@ -26,8 +26,8 @@ import torch
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
 from deepgaze_hub.data import default_dataset, make_synthetic_dataset
-from deepgaze_hub.training import DeepGazeModule, FeatureCache, FixationDataModule, build_feature_cache
-from deepgaze_hub.training.recipe import OptimizerConfig
+from deepgaze_hub.training import DeepGazeModule, FeatureCache, FixationDataModule, build_feature_cache, make_trainer
+from deepgaze_hub.training.recipe import OptimizerConfig, TrainerConfig
 
 
 def epoch_seconds(model: DeepGaze, datamodule: FixationDataModule, epochs: int) -> float:
@@ -41,16 +41,13 @@ def epoch_seconds(model: DeepGaze, datamodule: FixationDataModule, epochs: int) 
         def on_train_epoch_end(self, trainer, module):
             times.append(time.perf_counter() - self.start)
 
-    trainer = L.Trainer(
+    trainer = make_trainer(
+        TrainerConfig(accelerator="cpu", deterministic=False),
         max_epochs=epochs,
-        accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         callbacks=[Clock()],
     )
     trainer.fit(DeepGazeModule(model, OptimizerConfig()), datamodule=datamodule)
@@ -79,13 +76,13 @@ def main() -> None:
 
     cache = FeatureCache(work / "cache", model.config)
     start = time.perf_counter()
-    build_feature_cache(model, dataset, cache, batch_size=args.batch_size, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, dataset, cache, batch_size=args.batch_size, trainer=TrainerConfig(accelerator="cpu"), trainer_overrides={"enable_progress_bar": False})
     build = time.perf_counter() - start
     print(f"cache build: {build:.1f} s for {len(dataset)} images, {cache.nbytes_on_disk() / len(dataset) / 1024:.0f} KiB per image at {width}x{height}")
 
     big = make_synthetic_dataset(work / "big.h5", num_images=3, size=(768, 1024), seed=1)
     big_cache = FeatureCache(work / "big-cache", model.config)
-    build_feature_cache(model, big, big_cache, batch_size=1, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, big, big_cache, batch_size=1, trainer=TrainerConfig(accelerator="cpu"), trainer_overrides={"enable_progress_bar": False})
     features = big_cache[big.image_ids[0]]
     print(
         f"cache size at 1024x768: {big_cache.nbytes_on_disk() / len(big) / 2**20:.2f} MiB per image on disk "

@@ -11,8 +11,9 @@ from conftest import make_tiny_model
 from scipy.special import ndtr
 
 from deepgaze_hub.baselines import CenterBiasModel, fit_centerbias, fit_gold_standard
-from deepgaze_hub.data import DatasetError, Fixations, make_synthetic_dataset
-from deepgaze_hub.sampling import sample_fixations
+from deepgaze_hub.data import Fixations, make_synthetic_dataset
+from deepgaze_hub.data.sampling import sample_fixations
+from deepgaze_hub.errors import DatasetError
 
 SIZES = np.array([[30, 40], [40, 30], [24, 24], [36, 48], [30, 40], [20, 50], [30, 40], [44, 22], [30, 30], [16, 40], [30, 40], [28, 36]])
 

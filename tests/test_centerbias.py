@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepgaze_hub.model.centerbias import CenterBias, default_centerbias_template
+from deepgaze_hub.model.template import CenterBiasTemplate, default_centerbias_template
 
 from conftest import make_tiny_model, random_images
 
@@ -25,13 +25,13 @@ def test_default_template_is_a_centred_normalised_density():
 
 @pytest.mark.parametrize("size", [(768, 1024), (31, 17), (5, 300)])
 def test_resized_to_any_size_and_renormalised(size):
-    bias = CenterBias((64, 64))(size).double()
+    bias = CenterBiasTemplate((64, 64))(size).double()
     assert bias.shape == size
     assert math.isclose(bias.exp().sum().item(), 1.0, rel_tol=1e-6)
 
 
 def test_set_template_resizes_and_normalises():
-    module = CenterBias((32, 32))
+    module = CenterBiasTemplate((32, 32))
     ramp = torch.linspace(0, 3, 16).repeat(8, 1)  # (8, 16): denser to the right
     module.set_template(ramp)
     assert module.log_density.shape == (32, 32)

@@ -64,7 +64,27 @@ def test_single_file_and_npy_only(model_dir, images, tmp_path):
 
 
 def test_bad_arguments_are_errors_not_tracebacks(model_dir, images, tmp_path, capsys):
+    # usage errors (argparse): 2
     assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path), "--format", "gif"]) == 2
     assert "--format" in capsys.readouterr().err
-    assert main(["predict", str(images / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o")]) == 2
-    assert "not a model directory" in capsys.readouterr().err
+    assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--device", "foo"]) == 2
+    assert "unknown device 'foo'" in capsys.readouterr().err
+    assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--max-pixels", "0"]) == 2
+    assert "--max-pixels" in capsys.readouterr().err
+    # runtime errors: 1, one line, no traceback
+    assert main(["predict", str(images / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "nomodel" in err and "error:" in err and "Traceback" not in err
+    (tmp_path / "afile").write_text("mine")
+    assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert "--out" in err and "existing file" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_line(model_dir, images, tmp_path, capsys):
+    assert main(["predict", str(images), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is not available" in err and "--device cpu" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -35,7 +35,7 @@ def test_synthetic_info_folds_and_refusing_to_overwrite(synthetic, tmp_path, cap
     assert capsys.readouterr().out.count("fold ") == 3
     rows = (tmp_path / "folds.csv").read_text().splitlines()
     assert rows[0] == "image,id,fold" and len(rows) == 7
-    assert main(["data", "synthetic", "--out", str(synthetic), "--images", "2"]) == 2
+    assert main(["data", "synthetic", "--out", str(synthetic), "--images", "2"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
@@ -81,10 +81,11 @@ def test_errors_are_reported_without_traceback(tmp_path, capsys):
     (tmp_path / "img").mkdir()
     status = main(["data", "import", "csv", str(tmp_path / "fix.csv"), "--images", str(tmp_path / "img"), "--out", str(tmp_path / "o.h5")])
     err = capsys.readouterr().err
-    assert status == 2 and "deepgaze-hub data: error:" in err and "fix.csv" in err and "Traceback" not in err
-    assert main(["data", "info", str(tmp_path / "missing.h5")]) == 2
-    assert main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--size", "big"]) == 2
-    assert "--size takes two whole numbers" in capsys.readouterr().err
+    assert status == 1 and "deepgaze-hub data: error:" in err and "fix.csv" in err and "Traceback" not in err
+    assert main(["data", "info", str(tmp_path / "missing.h5")]) == 1
+    assert "missing.h5: no such dataset file" in capsys.readouterr().err
+    assert main(["data", "synthetic", "--out", str(tmp_path / "x.h5"), "--size", "big"]) == 2  # a usage error
+    assert "argument --size: takes two whole numbers separated by 'x', got 'big'" in capsys.readouterr().err
 
 
 def test_default_prints_the_cached_path(tmp_path, capsys):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from datafiles import random_image
 
-from deepgaze_hub.data import CsvColumns, DatasetError, export_csv, import_csv
+from deepgaze_hub.data import CsvColumns, export_csv, import_csv
+from deepgaze_hub.errors import DatasetError
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from deepgaze_hub.data import DatasetError, FixationDataset, Fixations
+from deepgaze_hub.data import FixationDataset, Fixations
 from deepgaze_hub.data.dataset import FORMAT_VERSION
 from deepgaze_hub.data.fixations import apply_outside_policy, validate_fixations
 from deepgaze_hub.data.stimuli import decode, pixel_id
+from deepgaze_hub.errors import DatasetError
 
 
 def png_bytes(height: int, width: int, seed: int) -> bytes:

@@ -11,7 +11,8 @@ from datafiles import (
     write_judd_mat,
 )
 
-from deepgaze_hub.data import DatasetError, import_mit1003
+from deepgaze_hub.data import import_mit1003
+from deepgaze_hub.errors import DatasetError
 
 
 @pytest.fixture

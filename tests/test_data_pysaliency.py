@@ -15,12 +15,12 @@ from datafiles import (
 )
 
 from deepgaze_hub.data import (
-    DatasetError,
     FixationDataset,
     export_pysaliency,
     import_pysaliency,
 )
 from deepgaze_hub.data.stimuli import pixel_id
+from deepgaze_hub.errors import DatasetError
 
 SIZES = [(30, 40), (24, 24), (36, 20)]  # (H, W)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from datafiles import random_image, write_salicon_mat
 
-from deepgaze_hub.data import DatasetError, import_salicon
+from deepgaze_hub.data import import_salicon
+from deepgaze_hub.errors import DatasetError
 
 H, W = 48, 64  # small stand-ins for SALICON's 480 x 640
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepgaze_hub.data import DatasetError, kfold_assignments, kfold_split
+from deepgaze_hub.data import kfold_assignments, kfold_split
+from deepgaze_hub.errors import DatasetError
 
 
 def ids(count: int) -> list[str]:

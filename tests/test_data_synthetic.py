@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from deepgaze_hub.data import (
-    DatasetError,
     FixationDataset,
     default_dataset,
     embedded_dataset_path,
@@ -14,6 +13,7 @@ from deepgaze_hub.data import (
 )
 from deepgaze_hub.data.embedded import EMBEDDED_SETTINGS
 from deepgaze_hub.data.synthetic import SyntheticConfig, make_scene
+from deepgaze_hub.errors import DatasetError
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,16 @@ from deepgaze_hub.baselines import fit_centerbias, fit_gold_standard
 from deepgaze_hub.cli import main
 from deepgaze_hub.data import kfold_assignments
 from deepgaze_hub.evaluation import METRICS, evaluate_log_densities
+from deepgaze_hub.errors import EvaluationError
 from deepgaze_hub.evaluation.evaluate import (
-    EvaluationError,
     blur_sigmas,
     evaluate_model,
     evaluate_predictions,
-    held_out_members,
     leave_one_image_out_centerbias,
-    names_match,
 )
+from deepgaze_hub.evaluation.crossval import held_out_members, names_match
 from deepgaze_hub.evaluation.report import write_report
-from deepgaze_hub.hub.card import ModelCardInfo
+from deepgaze_hub.model.card import ModelCardInfo
 
 SQUEEZE = BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"])
 CROSSVAL = {"dataset": "synthetic", "folds": 2, "fold_seed": 0}
@@ -69,8 +68,8 @@ def mean_ll_at_fixations(log_density: torch.Tensor, fixations) -> float:
 def test_crossval_scores_every_image_with_its_held_out_member(report, model, synthetic_dataset):
     folds = kfold_assignments(synthetic_dataset, 2, 0)
     assert [entry["member"] for entry in report.per_image] == folds.tolist()
-    assert {k: report.crossval[k] for k in CROSSVAL} == CROSSVAL
-    assert report.crossval["images"] == len(synthetic_dataset)
+    assert {k: report.crossval.to_dict()[k] for k in CROSSVAL} == CROSSVAL
+    assert report.crossval.images == len(synthetic_dataset)
     for index in [*np.flatnonzero(folds == 0)[:2], *np.flatnonzero(folds == 1)[:2]]:
         image = synthetic_dataset.load_image(index)[None]
         fixations = synthetic_dataset.fixations_of(index)
@@ -167,7 +166,7 @@ def test_crossval_refusals(model, synthetic_dataset):
         held_out_members(model, synthetic_dataset, {"folds": 3, "fold_seed": 0})
     # folds stated explicitly are used as stated, whatever the card says
     members, info = held_out_members(other_data, synthetic_dataset, {"folds": 2, "fold_seed": 1})
-    assert np.array_equal(members, kfold_assignments(synthetic_dataset, 2, 1)) and info["fold_seed"] == 1
+    assert np.array_equal(members, kfold_assignments(synthetic_dataset, 2, 1)) and info.fold_seed == 1
     assert held_out_members(without, synthetic_dataset, False) == (None, None)
 
 
@@ -178,7 +177,7 @@ def test_crossval_checks_the_exact_image_set(synthetic_dataset):
     members, _ = held_out_members(two_member_model(synthetic_dataset, exact), synthetic_dataset, True)
     assert np.array_equal(members, kfold_assignments(synthetic_dataset, 2, 0))  # same images: accepted, whatever the name
     subset = dict(exact, image_set=image_set_digest(synthetic_dataset.image_ids[:30]), images=30)
-    with pytest.raises(EvaluationError, match="another set of images \(30 images"):
+    with pytest.raises(EvaluationError, match=r"another set of images \(30 images"):
         held_out_members(two_member_model(synthetic_dataset, subset), synthetic_dataset, True)
 
 
@@ -236,11 +235,11 @@ def test_cli_end_to_end_with_exports(model, synthetic_dataset, tmp_path, monkeyp
 def test_cli_errors(synthetic_dataset, tmp_path, capsys):
     data = ["--data", str(synthetic_dataset.path), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]
     two_member_model(synthetic_dataset, card_crossval=None).save_pretrained(tmp_path / "no-folds")
-    assert main(["evaluate", "--model", str(tmp_path / "no-folds"), *data, "--crossval"]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "no-folds"), *data, "--crossval"]) == 1
     assert "no cross-validation fold info" in capsys.readouterr().err
     two_member_model(synthetic_dataset, {"dataset": "mit1003", "folds": 2, "fold_seed": 0}).save_pretrained(tmp_path / "mit")
-    assert main(["evaluate", "--model", str(tmp_path / "mit"), *data, "--crossval"]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "mit"), *data, "--crossval"]) == 1
     assert "cross-validated on dataset 'mit1003'" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tmp_path / "mit"), "--data", str(tmp_path / "missing.h5"), "--quiet"]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "mit"), "--data", str(tmp_path / "missing.h5"), "--quiet"]) == 1
     assert "no such dataset file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

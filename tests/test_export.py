@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from deepgaze_hub.evaluation import export_mit_submission, export_pysaliency_hdf5
+from deepgaze_hub.errors import EvaluationError
 from deepgaze_hub.evaluation.export import (
-    ExportError,
     minimal_unique_names,
     saliency_map_to_uint8,
 )
@@ -52,13 +52,13 @@ def test_hdf5_model_layout(tmp_path):
 def test_hdf5_refuses_unnormalised_maps_and_count_mismatch_without_leaving_files(tmp_path):
     target = tmp_path / "model.hdf5"
     bad = log_density((4, 4), 0) + 0.5
-    with pytest.raises(ExportError, match="not a normalised log density"):
+    with pytest.raises(EvaluationError, match="not a normalised log density"):
         export_pysaliency_hdf5(target, ["a.jpg", "b.jpg"], [log_density((4, 4), 1), bad])
-    with pytest.raises(ExportError, match="match one to one"):
+    with pytest.raises(EvaluationError, match="match one to one"):
         export_pysaliency_hdf5(target, ["a.jpg", "b.jpg"], [log_density((4, 4), 1)])
-    with pytest.raises(ExportError, match="more maps"):
+    with pytest.raises(EvaluationError, match="more maps"):
         export_pysaliency_hdf5(target, ["a.jpg"], iter([log_density((4, 4), 1), log_density((4, 4), 2)]))
-    with pytest.raises(ExportError, match="same HDF5 dataset names"):
+    with pytest.raises(EvaluationError, match="same HDF5 dataset names"):
         export_pysaliency_hdf5(target, ["x/a.jpg", "x/a.jpg"], [log_density((4, 4), 1)] * 2)
     assert list(tmp_path.iterdir()) == []
     saliency = export_pysaliency_hdf5(target, ["a.jpg"], [bad.exp()], log_densities=False, dtype="float32")
@@ -84,9 +84,9 @@ def test_mit_submission_images(tmp_path):
 def test_uint8_rule_and_submission_errors(tmp_path):
     assert np.array_equal(saliency_map_to_uint8(np.zeros((2, 3))), np.zeros((2, 3), dtype=np.uint8))
     assert saliency_map_to_uint8(np.array([[0.0, 0.5, 1.0]])).tolist() == [[0, 128, 255]]
-    with pytest.raises(ExportError, match="same submission file names"):
+    with pytest.raises(EvaluationError, match="same submission file names"):
         export_mit_submission(tmp_path, ["a/x.jpg", "b/x.png"], [np.ones((2, 2))] * 2)
-    with pytest.raises(ExportError, match="NaN or infinite"):
+    with pytest.raises(EvaluationError, match="NaN or infinite"):
         export_mit_submission(tmp_path, ["x.jpg"], [np.full((2, 2), math.inf)])
-    with pytest.raises(ExportError, match=r"\(H, W\)"):
+    with pytest.raises(EvaluationError, match=r"\(H, W\)"):
         export_mit_submission(tmp_path, ["x.jpg"], [np.ones((2, 2, 3))])

@@ -1,7 +1,8 @@
-"""The registry of named models (hub_configs/), its loaders, hubconf.py and packaging."""
+"""The registry of named models (hub_configs/), the one loader `deepgaze_hub.hub.load`, hubconf.py, packaging."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import shutil
@@ -15,17 +16,9 @@ import tomllib
 import torch
 import yaml
 
-from deepgaze_hub import ConfigError, DeepGaze
-from deepgaze_hub.hub.registry import (
-    ModelNotPublishedError,
-    Registry,
-    RegistryError,
-    default_directory,
-    list_models,
-    load,
-    parse_entry,
-)
-from deepgaze_hub.hub.resolve import load_any
+from deepgaze_hub import ConfigError, DeepGaze, ModelNotPublishedError, WeightsError
+from deepgaze_hub.hub import ModelSource, load
+from deepgaze_hub.hub.registry import Registry, default_directory, list_models, parse_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 RANDOM_BACKBONE = {"weights": None}  # no ImageNet download in tests
@@ -40,6 +33,21 @@ def test_the_registry_of_this_checkout_declares_the_paper_model():
     assert (config.backbone.name, config.backbone.weights, config.num_members) == ("vgg19", "IMAGENET1K_V1", 10)
     assert config.backbone.layers == ["features.28", "features.29", "features.31", "features.32", "features.35"]
     assert entry.recipe == "recipes/deepgaze2-vgg19.yaml" and not entry.published
+
+
+def test_hubconf_publishes_exactly_the_registry_models():
+    """What torch.hub.list shows: the callables of hubconf.py not starting with "_"."""
+    hubconf = _import_hubconf(ROOT)
+    entry_points = [name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_")]
+    assert entry_points == sorted(entry.entry_point for entry in Registry().entries()) == ["deepgaze2_vgg19"]
+
+
+def test_hubconf_entry_points_follow_the_registry_directory(tmp_path):
+    checkout = _checkout(tmp_path)
+    _write(checkout / "hub_configs", "tiny-extra", title="A tiny extra model")
+    hubconf = _import_hubconf(checkout)
+    assert hubconf.tiny_extra.__name__ == "tiny_extra" and hubconf.tiny_extra.__doc__.startswith("A tiny extra model")
+    assert "not published" in hubconf.tiny_extra.__doc__ and "members" in hubconf.tiny_extra.__doc__
 
 
 def test_every_registry_entry_has_a_documented_hubconf_entry_point():
@@ -68,12 +76,16 @@ def test_untrained_load_builds_the_declared_architecture_with_overrides_and_memb
     assert model.card_info.name == "deepgaze2-vgg19" and model.card_info.evaluation == []
     subset = load("deepgaze2_vgg19", pretrained=False, members=[7, 2], backbone=RANDOM_BACKBONE)
     assert subset.num_members == 2 and "members [7, 2]" in subset.card_info.title
-    with pytest.raises(ConfigError, match="unknown fields"):
+    with pytest.raises(ConfigError, match="unknown field num_memberz"):
         load("deepgaze2-vgg19", pretrained=False, backbone=RANDOM_BACKBONE, num_memberz=3)
+    with pytest.raises(ConfigError, match="num_members must be an integer, got '3'"):
+        load("deepgaze2-vgg19", pretrained=False, backbone=RANDOM_BACKBONE, num_members="3")
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(RegistryError, match=r"no model named 'deepgaze9' .*known: \['deepgaze2-vgg19'"):
+    with pytest.raises(ConfigError, match=r"no model named 'deepgaze9' .*known: \['deepgaze2-vgg19'"):
+        Registry().get("deepgaze9")
+    with pytest.raises(WeightsError, match="no model directory deepgaze9: it does not exist. It is not a registry name"):
         load("deepgaze9")
 
 
@@ -95,7 +107,15 @@ def _write(directory: Path, name: str, **changes) -> Path:
     "changes, message",
     [
         ({"format_version": 2}, "format_version 2 is not one this deepgaze-hub reads"),
-        ({"colour": "blue"}, r"unknown fields \['colour'\]"),
+        ({"format_version": True}, "format_version True is not one this deepgaze-hub reads"),
+        ({"colour": "blue"}, "unknown field colour"),
+        ({"title": 5}, "title must be a string, got 5"),
+        ({"datasets": "SALICON"}, "datasets must be a list of strings, got 'SALICON'"),
+        ({"licenses": ["MIT"]}, "licenses must be a mapping of names to strings"),
+        ({"hub": "a/b"}, "hub must be a mapping with keys"),
+        ({"hub": {"repo_id": "a/b", "revision": 5}}, "hub.revision must be a string or null, got 5"),
+        ({"hub": {"repo_id": "a/b", "files": {"config.json": 1}}}, "hub.files.config.json must be a string, got 1"),
+        ({"hub": {"repo_id": "a/b", "files": {"x.bin": "f" * 64}}}, r"hub.files pins \['x.bin'\]"),
         ({"hub": {"repo_id": "a/b", "revision": "main", "files": {}}}, "full 40-digit commit hash"),
         (
             {"hub": {"repo_id": "a/b", "revision": "a" * 40, "files": {"config.json": "f" * 64}}},
@@ -113,12 +133,16 @@ def _write(directory: Path, name: str, **changes) -> Path:
         ),
         ({"hub": {"repo_id": "no-owner"}}, "repo_id: <owner>/<name>"),
         ({"architecture": {"num_members": 0}}, "architecture: num_members must be >= 1"),
-        ({"evaluation": [{"dataset": "x", "value": 1.0}]}, "evaluation rows need dataset, metric, value"),
+        ({"architecture": {"num_members": 10.0}}, "architecture: num_members must be an integer, got 10.0"),
+        ({"architecture": {"centerbias_shape": [100000, 100000]}}, "architecture: centerbias_shape must have entries <= 4096"),
+        ({"architecture": "vgg19"}, "architecture must be a mapping of names to"),
+        ({"evaluation": [{"dataset": "x", "value": 1.0}]}, "evaluation.0.metric is missing"),
+        ({"evaluation": [{"dataset": "x", "metric": "IG", "value": "high"}]}, "evaluation.0.value must be a finite number"),
     ],
 )
 def test_malformed_entries_name_the_file_and_field(tmp_path, changes, message):
     path = _write(tmp_path, "broken", **changes)
-    with pytest.raises(RegistryError, match=message) as error:
+    with pytest.raises(ConfigError, match=message) as error:
         parse_entry(path)
     assert str(path) in str(error.value)
 
@@ -126,19 +150,73 @@ def test_malformed_entries_name_the_file_and_field(tmp_path, changes, message):
 def test_entry_name_must_match_its_file(tmp_path):
     path = _write(tmp_path, "one")
     path.rename(tmp_path / "other.yaml")
-    with pytest.raises(RegistryError, match="must equal the file name 'other'"):
+    with pytest.raises(ConfigError, match="must equal the file name 'other'"):
         parse_entry(tmp_path / "other.yaml")
 
 
-def test_load_any_resolves_names_directories_and_refuses_a_revision_for_names(tmp_path):
+def test_model_source_says_which_kind_a_name_is(tmp_path):
+    assert ModelSource.parse("deepgaze2-vgg19") == ModelSource("registry", name="deepgaze2-vgg19")
+    assert ModelSource.parse("deepgaze2_vgg19") == ModelSource("registry", name="deepgaze2-vgg19")
+    assert ModelSource.parse("hf-hub:lab/model") == ModelSource("hf-hub", repo_id="lab/model")
+    assert ModelSource.parse("hf-hub:lab/model@v1.0") == ModelSource("hf-hub", repo_id="lab/model", revision="v1.0")
+    assert ModelSource.parse("lab/model") == ModelSource("local", path=Path("lab/model"))  # never guessed to be a repo
+    assert ModelSource.parse("./deepgaze2-vgg19").kind == "local"
+    assert ModelSource.parse(Path("deepgaze2-vgg19")).kind == "local"
+    assert str(ModelSource.parse("hf-hub:lab/model@abc")) == "hf-hub:lab/model@abc"
+    for bad in ("hf-hub:lab", "hf-hub:lab/model@", "hf-hub:/model", "hf-hub:a/b/c", ""):
+        with pytest.raises(ConfigError, match="hf-hub:OWNER/NAME|non-empty"):
+            ModelSource.parse(bad)
+
+
+def test_load_takes_directories_as_paths_or_strings_and_refuses_revisions_for_names(tmp_path):
     torch.manual_seed(0)
     model = load("deepgaze2-vgg19", pretrained=False, backbone=RANDOM_BACKBONE, members=[0])
     model.save_pretrained(tmp_path / "saved")
-    assert isinstance(load_any(str(tmp_path / "saved")), DeepGaze)
-    with pytest.raises(RegistryError, match="registry model, pinned"):
-        load_any("deepgaze2-vgg19", revision="abc")
+    x = torch.rand(1, 3, 64, 80) * 255
+    with torch.no_grad():
+        for spec in (tmp_path / "saved", str(tmp_path / "saved")):
+            loaded = load(spec)
+            assert isinstance(loaded, DeepGaze) and not loaded.training
+            assert torch.equal(loaded(x), model(x))
+        antialias = load(tmp_path / "saved", resize_mode="antialias")
+    assert antialias.config.resize_mode == "antialias"
+    with pytest.raises(ConfigError, match="registry model, pinned"):
+        load("deepgaze2-vgg19", revision="abc")
     with pytest.raises(ModelNotPublishedError):
-        load_any("deepgaze2-vgg19")
+        load("deepgaze2-vgg19")
+    with pytest.raises(ConfigError, match="applies to Hub repos"):
+        load(tmp_path / "saved", revision="abc")
+    with pytest.raises(ConfigError, match="pretrained=False builds the untrained architecture of a registry model"):
+        load(tmp_path / "saved", pretrained=False)
+
+
+def test_a_missing_directory_that_looks_like_a_repo_id_suggests_hf_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match=r"no model directory lab/model: it does not exist\. .*write hf-hub:lab/model"):
+        load("lab/model")
+    with pytest.raises(WeightsError, match="no model directory"):
+        load(tmp_path / "nowhere")
+
+
+def test_the_model_package_never_imports_the_hub_package():
+    """hub/ builds on model/, never the reverse (no import of deepgaze_hub.hub anywhere in model/)."""
+    offenders = []
+    for path in sorted((ROOT / "src" / "deepgaze_hub" / "model").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                names = [alias.name for alias in node.names]
+                if module.startswith("..hub") or module.startswith("deepgaze_hub.hub") or (module == ".." and "hub" in names):
+                    offenders.append(f"{path.name}:{node.lineno} from {module} import {names}")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("deepgaze_hub.hub")]
+    assert not offenders
+
+
+def test_importing_the_model_does_not_import_the_hub_package():
+    script = "import sys, deepgaze_hub.model; print(sorted(m for m in sys.modules if m.startswith('deepgaze_hub.hub')))"
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "[]"
 
 
 def test_list_cli_shows_status(capsys):
@@ -160,7 +238,7 @@ def test_predict_cli_resolves_registry_names(tmp_path, capsys):
     status = main(
         ["predict", str(tmp_path / "image.png"), "--model", "deepgaze2-vgg19", "--out", str(tmp_path / "out")]
     )
-    assert status == 2
+    assert status == 1
     assert "deepgaze2-vgg19 is declared in the registry" in capsys.readouterr().err
 
 
@@ -192,7 +270,7 @@ def test_torch_hub_load_from_a_fresh_interpreter_matches_deepgaze_hub_load(tmp_p
                                backbone={{"weights": None}}, members=[0, 4])
         assert "deepgaze_hub" not in [p.rsplit("/", 1)[-1] for p in sys.path if p.startswith(checkout)]
         import deepgaze_hub
-        from deepgaze_hub.hub.registry import load
+        from deepgaze_hub.hub import load
         assert deepgaze_hub.__file__.startswith(checkout + "/src/"), deepgaze_hub.__file__
         assert not any(p.startswith(checkout) for p in sys.path), sys.path
         torch.manual_seed(0)

@@ -17,11 +17,10 @@ import yaml
 from hubserver import make_trained_model, set_offline, start_local_hub
 from safetensors.torch import load_file, save_file
 
-from deepgaze_hub import DeepGaze, WeightsError
-from deepgaze_hub.hub.integrity import IntegrityError, file_sha256
-from deepgaze_hub.hub.publish import PublishError, push
-from deepgaze_hub.hub.registry import load
-from deepgaze_hub.hub.resolve import load_any
+from deepgaze_hub import ConfigError, DeepGaze, PublishError, WeightsError
+from deepgaze_hub.hub import load
+from deepgaze_hub.hub.integrity import file_sha256
+from deepgaze_hub.hub.publish import push
 
 pytest_plugins = ["hubserver"]  # the local_hub fixture
 REPO = "lab/deepgaze-test"
@@ -78,6 +77,32 @@ def test_unpinned_load_follows_main_and_pinned_load_does_not(model, local_hub):
     with torch.no_grad():
         assert torch.equal(DeepGaze.from_pretrained(REPO)(x), changed(x))
         assert torch.equal(DeepGaze.from_pretrained(REPO, revision=first)(x), model(x))
+
+
+def test_load_names_hub_repos_explicitly_with_a_revision(model, local_hub):
+    first = model.push_to_hub(REPO).oid
+    changed = make_trained_model(num_members=3, seed=5)
+    second = changed.push_to_hub(REPO).oid
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(load(f"hf-hub:{REPO}@{first}")(x), model(x))
+        assert torch.equal(load(f"hf-hub:{REPO}", revision=first)(x), model(x))
+        assert torch.equal(load(f"hf-hub:{REPO}")(x), changed(x))  # main
+        assert torch.equal(load(f"hf-hub:{REPO}@{second}", members=[2, 0])(x), changed(x, members=[2, 0]))
+    with pytest.raises(ConfigError, match="names revision"):
+        load(f"hf-hub:{REPO}@{first}", revision=second)
+    with pytest.raises(WeightsError, match=r"no model directory lab/deepgaze-test.*write hf-hub:lab/deepgaze-test"):
+        load(REPO)  # without hf-hub: it is a path, never guessed to be a repo
+
+
+def test_both_files_come_from_one_commit(model, local_hub, tmp_path):
+    """A branch that moves between the two downloads cannot mix one commit's config with another's weights."""
+    first = model.push_to_hub(REPO).oid
+    DeepGaze.from_pretrained(REPO)
+    snapshot = tmp_path / "hf" / "hub" / "models--lab--deepgaze-test" / "snapshots" / first
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors"]
+    resolved = {path.rsplit("/", 1)[0] for method, path in local_hub.requests if "/resolve/" in path}
+    assert resolved == {f"/{REPO}/resolve/{first}"}  # both files fetched at the commit, not at "main"
 
 
 def test_wrong_revision_names_repo_and_revision(model, local_hub):
@@ -203,7 +228,7 @@ def test_offline_cli_run_with_hf_hub_offline_set_at_startup(model, local_hub, tm
     seen = len(local_hub.requests)
 
     def predict(hf_home: Path, out: Path) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "deepgaze_hub", "predict", str(tmp_path / "image.png"), "--model", REPO,
+        command = [sys.executable, "-m", "deepgaze_hub", "predict", str(tmp_path / "image.png"), "--model", f"hf-hub:{REPO}",
                    "--revision", commit, "--out", str(out), "--format", "npy", "--device", "cpu"]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub")}
         return subprocess.run(command, env=env, check=False, capture_output=True, text=True, timeout=300)
@@ -213,7 +238,7 @@ def test_offline_cli_run_with_hf_hub_offline_set_at_startup(model, local_hub, tm
     expected = model.predict(tmp_path / "image.png").numpy()
     assert np.array_equal(np.load(tmp_path / "out" / "image.npy"), expected)
     empty = predict(tmp_path / "empty-home", tmp_path / "out2")
-    assert empty.returncode == 2
+    assert empty.returncode == 1
     assert f"{REPO}@{commit}" in empty.stderr and "offline mode is on" in empty.stderr
     assert len(local_hub.requests) == seen
 
@@ -253,7 +278,7 @@ def test_registry_model_round_trip_with_pin_and_checksums(model, local_hub, tmp_
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
         assert torch.equal(sub(x), model(x, members=[2, 0]))
-        assert torch.equal(load_any("test-ensemble", registry=registry)(x), model(x))
+        assert torch.equal(load("test_ensemble", registry=registry)(x), model(x))
     assert loaded.card_info.name == "test-ensemble" and loaded.card_info.evaluation[0].metric == "IG"
     assert sub.num_members == 2 and sub.card_info.evaluation == []
 
@@ -274,7 +299,7 @@ def test_registry_detects_a_tampered_cache_file_and_recovers_after_deleting_it(m
     state["finalizer.sigma"] = state["finalizer.sigma"] + 1  # same keys and shapes: only the checksum can tell
     save_file(state, blob)
     with pytest.raises(
-        IntegrityError,
+        WeightsError,
         match=rf"model\.safetensors has sha256 [0-9a-f]{{64}}, but {publication.files['model.safetensors']} is pinned",
     ) as error:
         load("test-ensemble", registry=registry)

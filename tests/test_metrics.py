@@ -15,9 +15,9 @@ import torch
 from scipy.ndimage import gaussian_filter, zoom
 from scipy.special import logsumexp
 
+from deepgaze_hub.errors import EvaluationError
 from deepgaze_hub.evaluation import (
     METRICS,
-    MetricInputError,
     auc,
     blurred_density_maps,
     cc,
@@ -305,13 +305,13 @@ def test_coordinates_are_truncated_and_checked():
     reference = ref_nss([smap[0].numpy()], [2, 3, 0], [0, 2, 0], [0, 0, 0])
     assert np.allclose(values.numpy(), reference)
     for x, y in [(4.0, 0.0), (0.0, 3.0), (-0.1, 0.0)]:
-        with pytest.raises(MetricInputError, match="outside image 0"):
+        with pytest.raises(EvaluationError, match="outside image 0"):
             nss(smap, [x], [y], [0])
-    with pytest.raises(MetricInputError, match="image indices"):
+    with pytest.raises(EvaluationError, match="image indices"):
         nss(smap, [0.0], [0.0], [1])
-    with pytest.raises(MetricInputError, match="NaN"):
+    with pytest.raises(EvaluationError, match="NaN"):
         nss(torch.full((1, 3, 4), float("nan")), [0.0], [0.0], [0])
-    with pytest.raises(MetricInputError, match="same length"):
+    with pytest.raises(EvaluationError, match="same length"):
         auc(smap, [0.0, 1.0], [0.0], [0])
 
 
@@ -442,11 +442,11 @@ def test_batches_and_lists_give_the_same_results(dataset):
 def test_unknown_metric_and_mismatched_baseline_are_refused(dataset):
     log_densities, xs, ys, ns = dataset
     maps = [torch.as_tensor(ld) for ld in log_densities]
-    with pytest.raises(MetricInputError, match="unknown metrics"):
+    with pytest.raises(EvaluationError, match="unknown metrics"):
         evaluate_log_densities(maps, xs, ys, ns, metrics=["AUC-Judd"])
-    with pytest.raises(MetricInputError, match="baseline"):
+    with pytest.raises(EvaluationError, match="baseline"):
         information_gain(maps, xs, ys, ns, baseline=maps[:2])
-    with pytest.raises(MetricInputError, match="at least two images"):
+    with pytest.raises(EvaluationError, match="at least two images"):
         sauc_maps(maps[:1])
 
 

@@ -10,7 +10,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from deepgaze_hub import BackboneConfig, BackboneError, ConfigError, DeepGaze, DeepGazeConfig, FeatureExtractor
+from deepgaze_hub import BackboneConfig, ConfigError, DeepGaze, DeepGazeConfig, DeepGazeError, FeatureExtractor, WeightsError
 from deepgaze_hub.model.backbone import build_backbone
 
 from conftest import make_tiny_model, random_images, tiny_config, tiny_network
@@ -113,7 +113,7 @@ def test_missing_weights_say_where_the_file_goes(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(BackboneError, match="checkpoints/squeezenet1_1-b8a52dc0.pth"):
+    with pytest.raises(WeightsError, match="checkpoints/squeezenet1_1-b8a52dc0.pth"):
         build_backbone(BackboneConfig(weights="IMAGENET1K_V1", **SQUEEZE))
 
 
@@ -125,13 +125,13 @@ def test_weights_from_a_safetensors_file(tmp_path):
     assert torch.equal(extractor.network.features[3].squeeze.weight, state["features.3.squeeze.weight"])
     bad = {k: v for k, v in state.items() if not k.startswith("features.12")}
     save_file(bad, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(BackboneError, match="missing"):
+    with pytest.raises(WeightsError, match="missing"):
         build_backbone(BackboneConfig(weights=str(tmp_path / "bad.safetensors"), **SQUEEZE))
 
 
 def test_too_small_image_says_so():
     model = DeepGaze(DeepGazeConfig(backbone=BackboneConfig(weights=None, **SQUEEZE)))
-    with pytest.raises(BackboneError, match="too small|not supported"):
+    with pytest.raises(DeepGazeError, match="too small|not supported"):
         model(random_images(1, 20, 20))
 
 

@@ -84,3 +84,15 @@ def test_backbone_channels_must_match_layers():
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ConfigError, match="vgg19"):
         BackboneConfig.preset("alexnet_custom")
+
+
+def test_every_field_is_typed_bounded_and_documented():
+    from dataclasses import fields
+
+    from deepgaze_hub.hub.registry import HubPin, RegistryEntry
+    from deepgaze_hub.io.typed import field_bounds, field_help
+
+    for cls in (DeepGazeConfig, BackboneConfig, RegistryEntry, HubPin):
+        for field in fields(cls):
+            if field.init:
+                assert field_bounds(field) is not None and field_help(field), f"{cls.__name__}.{field.name}"

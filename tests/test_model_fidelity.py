@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from deepgaze_hub.model import DeepGaze
 from deepgaze_hub.model.finalizer import blurred_resize_matrix
 from reference_impl import gaussian_blur_1d, reference_forward
 
@@ -101,14 +102,12 @@ def test_log_density_at_fixations_equals_indexing_the_full_maps(mode):
 
 
 def test_stacking_and_selecting_members_round_trip():
-    from deepgaze_hub.model.ensemble import select_members, stack_members
-
     model = make_tiny_model(num_members=3)
     images = random_images(1, 64, 72, seed=2)
-    parts = [select_members(model, [k]) for k in range(3)]
+    parts = [model.select_members([k]) for k in range(3)]
     assert all(part.backbone is model.backbone for part in parts)
-    rebuilt = stack_members(parts)
+    rebuilt = DeepGaze.stack(parts)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(images), model(images))
         torch.testing.assert_close(parts[1](images), model(images, members=1))
-        torch.testing.assert_close(select_members(model, [2, 0])(images), model(images, members=[0, 2]))
+        torch.testing.assert_close(model.select_members([2, 0])(images), model(images, members=[0, 2]))

@@ -126,3 +126,39 @@ def test_image_too_small_for_the_backbone_is_named(model):
 def test_image_smaller_than_the_downsampling_is_named(model):
     with pytest.raises(ImageError, match="image #0 .*too small"):
         model.predict(np.zeros((1, 40, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1728000000 bytes"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        MemoryError(),
+    ],
+)
+def test_out_of_memory_in_the_backbone_is_not_called_too_small(model, tmp_path, monkeypatch, error):
+    def exhausted(images):
+        raise error
+
+    monkeypatch.setattr(model.backbone, "forward", exhausted)
+    Image.fromarray(RGB).save(tmp_path / "photo.png")
+    with pytest.raises(ImageError, match=r"photo.png: out of memory running the backbone custom on an image of 80x60") as caught:
+        model.predict(tmp_path / "photo.png")
+    assert "too small" not in str(caught.value) and "max_pixels" in str(caught.value)
+    with pytest.raises(ImageError, match=r"image #0 .*, image #1 .*: out of memory .* on 2 images of 80x60 .*batch_size"):
+        model.predict([RGB, RGB])
+
+
+def test_other_backbone_errors_are_not_disguised(model, monkeypatch):
+    def broken(images):
+        raise RuntimeError("Input type (double) and weight type (float) should be the same")
+
+    monkeypatch.setattr(model.backbone, "forward", broken)
+    with pytest.raises(RuntimeError, match="should be the same"):
+        model.predict(RGB)
+
+
+def test_a_one_pixel_file_is_named_and_called_too_small(model, tmp_path):
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
+    with pytest.raises(ImageError, match=r"^\S*dot.png: an image of 1x1 pixels \(width x height\) is too small"):
+        model.predict(tmp_path / "dot.png")

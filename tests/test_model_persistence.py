@@ -124,3 +124,48 @@ def test_saved_files_are_readable_by_the_group_as_the_umask_allows(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
     assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize(
+    "change, field, allowed",
+    [
+        ({"num_members": True}, "num_members", "must be an integer, got True"),
+        ({"num_members": 4.0}, "num_members", "must be an integer, got 4.0"),
+        ({"num_members": "4"}, "num_members", "must be an integer, got '4'"),
+        ({"num_members": 100000}, "num_members", "must be <= 1000"),
+        ({"centerbias_shape": [100000, 100000]}, "centerbias_shape", "must have entries <= 4096"),
+        ({"centerbias_shape": [32]}, "centerbias_shape", "must have at least 2 entries"),
+        ({"readout_channels": [16, 100000, 1]}, "readout_channels", "must have entries <= 65536"),
+        ({"readout_channels": "16,32,2,1"}, "readout_channels", "must be a list of integers"),
+        ({"downsample": "2"}, "downsample", "must be a finite number"),
+        ({"learn_sigma": "yes"}, "learn_sigma", "must be true or false"),
+        ({"nonlinearity": "tanh"}, "nonlinearity", r"must be one of \['relu', 'softplus'\]"),
+        ({"backbone": {"name": "squeezenet1_1", "layers": "features.9"}}, "backbone.layers", "must be a list of strings"),
+        ({"backbone": {"name": "squeezenet1_1", "init_seed": -1}}, "backbone.init_seed", "must be >= 0"),
+        ({"backbone": "squeezenet1_1"}, "backbone", "must be a mapping"),
+        ({"format_version": "1"}, "format_version", "must be an integer"),
+    ],
+)
+def test_a_bad_config_json_names_the_file_and_field_before_allocating(trained_looking, tmp_path, change, field, allowed):
+    """Any config.json (e.g. from any Hub repo): a wrong type or an absurd size is a ConfigError, fast."""
+    import re
+    import time
+
+    _, directory = trained_looking
+    target = _tamper(directory, tmp_path, lambda s: None)
+    data = json.loads((target / "config.json").read_text())
+    data.update(change)
+    (target / "config.json").write_text(json.dumps(data))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(target / 'config.json'))}: {re.escape(field)} {allowed}"):
+        DeepGaze.from_pretrained(target)
+    assert time.monotonic() - start < 2  # refused before building anything (100000**2 floats would be 40 GB)
+
+
+def test_the_same_bounds_hold_for_configs_built_in_python():
+    with pytest.raises(ConfigError, match=r"DeepGazeConfig: centerbias_shape must have entries <= 4096"):
+        DeepGazeConfig(backbone=SQUEEZE, centerbias_shape=[100000, 100000])
+    with pytest.raises(ConfigError, match="num_members must be an integer, got True"):
+        DeepGazeConfig(backbone=SQUEEZE, num_members=True)
+    with pytest.raises(ConfigError, match="input_scale must be > 0"):
+        BackboneConfig(input_scale=0)

@@ -2,8 +2,7 @@
 
 Blocks run as a user would run them (bash blocks in bash, Python blocks with `python`, the YAML
 recipe written to its file), with a short list of test stand-ins applied first: the tiny
-squeezenet backbone for VGG-19 (no ImageNet download here), the local checkout for the GitHub
-torch.hub repo, small SALICON / MIT1003 stand-ins in the real file formats for ~/data, a free
+squeezenet backbone for VGG-19 (no ImageNet download here), small SALICON / MIT1003 stand-ins in the real file formats for ~/data, a free
 port for 8000. Every stand-in must match README text, and every block that does not run must say
 why and name the test that covers it.
 """
@@ -34,6 +33,8 @@ ALLOWED_SKIPS = {
     "the test command itself; .ci/run runs it",
     "needs the published deepgaze2-vgg19 weights; tests/test_hub_registry.py runs these entry points against a local Hub",
     "needs a Hugging Face account and network; tests/test_hub_roundtrip.py pushes and loads through a local Hub server",
+    "needs network access to the Hugging Face Hub; tests/test_hub_registry.py loads both kinds through a local Hub",
+    "starts a long-running server; tests/test_service_hardening.py covers token authentication",
 }
 
 TINY = "model.backbone.name=squeezenet1_1 model.backbone.weights=null \"model.backbone.layers=[features.9,features.12]\""
@@ -43,8 +44,6 @@ def stand_ins(workspace: Path, port: int) -> list[tuple[str, str]]:
     return [
         ('pip install -e ".[dev]"\n', ""),  # the install itself is what .ci/run does before the tests
         ("deepgaze-hub demo\n", "deepgaze-hub demo --epochs 8\n"),
-        ('torch.hub.load("deepgaze-hub/deepgaze-hub", "from_pretrained", "deepgaze-demo/run/model")',
-         f'torch.hub.load({str(ROOT)!r}, "from_pretrained", "deepgaze-demo/run/model", source="local")'),
         ("{name: vgg19, weights: IMAGENET1K_V1}", "{name: squeezenet1_1, weights: null, layers: [features.9, features.12]}"),
         ('BackboneConfig(weights="IMAGENET1K_V1")', 'BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"])'),
         ("~/data", str(workspace / "data")),

@@ -6,6 +6,7 @@ import base64
 import http.client
 import io
 import json
+import os
 import queue
 import signal
 import socket
@@ -27,13 +28,18 @@ from PIL import Image
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig, load_image
 from deepgaze_hub.cli import main as cli_main
-from deepgaze_hub.hub.resolve import load_any
-from deepgaze_hub.sampling import sample_fixations
+from deepgaze_hub.hub import load as load_model
+from deepgaze_hub.data.sampling import sample_fixations
 from deepgaze_hub.service import BackgroundServer, ServiceSettings, create_app
 from deepgaze_hub.visualization import density_overlay
 
 SETTINGS = ServiceSettings(
-    max_upload_bytes=300_000, max_pixels=1_000_000, max_batch=4, batch_wait_ms=100, max_fixations=50
+    max_upload_bytes=300_000,
+    max_pixels=1_000_000,
+    max_batch=4,
+    batch_wait_ms=100,
+    max_fixations=50,
+    max_uploads_per_client=12,  # the concurrency test uploads 12 images at once from 127.0.0.1
 )
 
 
@@ -60,7 +66,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(model_dir) -> DeepGaze:
-    return load_any(str(model_dir))
+    return load_model(str(model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +399,7 @@ def test_concurrent_requests_are_batched_without_mixing_results(service, model):
 def blocked_service(model_dir):
     """A service whose model waits for ``release`` before every forward pass."""
     release = threading.Event()
-    slow = load_any(str(model_dir))
+    slow = load_model(str(model_dir))
     forward = slow.forward
 
     def waiting_forward(*args, **kwargs):
@@ -438,7 +444,8 @@ def test_serve_command_starts_answers_and_stops(model_dir):
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    environment = {**os.environ, "DEEPGAZE_HUB_TOKEN": "cli-test-token"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     try:
@@ -452,9 +459,12 @@ def test_serve_command_starts_answers_and_stops(model_dir):
             seen.append(line)
             if "serving" in line:
                 url = line.split(" at ")[1].split("/ ")[0]
-        info = call(url, "GET", "/v1/models").json()["models"][0]
-        assert info["name"] == str(model_dir) and info["card"] == (model_dir / "README.md").read_text(encoding="utf-8")
-        assert post_image(url, encode(random_image("RGB"), "PNG")).status == 200
+        auth = {"Authorization": "Bearer cli-test-token"}
+        assert call(url, "GET", "/v1/models").status == 401  # the token from the environment is required
+        info = call(url, "GET", "/v1/models", headers=auth).json()["models"][0]
+        assert info["name"] == model_dir.name  # the directory itself only with --show-model-path
+        assert info["card"] == (model_dir / "README.md").read_text(encoding="utf-8")
+        assert post_image(url, encode(random_image("RGB"), "PNG"), headers=auth).status == 200
     finally:
         process.send_signal(signal.SIGINT)
         returncode = process.wait(timeout=30)
@@ -466,9 +476,12 @@ def test_serve_command_errors(model_dir, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert cli_main(["serve", "--model", str(model_dir), "--port", str(port)]) == 2
+        assert cli_main(["serve", "--model", str(model_dir), "--port", str(port)]) == 1
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
-    assert cli_main(["serve", "--model", str(model_dir), "--max-batch", "0"]) == 2
+    assert cli_main(["serve", "--model", str(model_dir), "--max-batch", "0"]) == 1
     assert "max_batch must be >= 1" in capsys.readouterr().err
-    assert cli_main(["serve", "--model", str(model_dir / "missing"), "--port", "0"]) == 2
+    assert cli_main(["serve", "--model", str(model_dir / "missing"), "--port", "0"]) == 1
     assert "missing" in capsys.readouterr().err
+    # not a number: a usage error, from argparse
+    assert cli_main(["serve", "--model", str(model_dir), "--max-batch", "many"]) == 2
+    assert "--max-batch" in capsys.readouterr().err

@@ -172,3 +172,34 @@ def test_a_refused_upload_shows_the_reason(page_url, browser, tmp_path):
     message = browser.wait_for("return document.getElementById('error').textContent")
     assert "not an image in an accepted format" in message
     assert browser.script("return document.getElementById('result').hidden") is True
+
+
+@pytest.fixture(scope="module")
+def guarded_page_url():
+    backbone = BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"], channels=None)
+    torch.manual_seed(0)
+    model = DeepGaze(DeepGazeConfig(backbone=backbone, num_members=1))
+    app = create_app(model, ServiceSettings(batch_wait_ms=0), name="guarded", token="page-token")
+    with BackgroundServer(app) as url:
+        yield url
+
+
+def test_a_service_with_a_token_asks_for_it_and_sends_it(guarded_page_url, browser, tmp_path):
+    picture = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(picture)
+    browser.open(guarded_page_url + "/")
+    assert "access token" in browser.wait_for("return document.getElementById('error').textContent")
+    assert browser.script("return document.getElementById('access').hidden") is False
+
+    browser.command("POST", f"/element/{browser.find('#token')}/value", {"text": "page-token"})
+    browser.script("document.getElementById('token').dispatchEvent(new Event('change'))")
+    assert browser.wait_for("return document.getElementById('model-info').textContent.includes('guarded')")
+    assert browser.script("return sessionStorage.getItem('deepgaze-hub-token')") == "page-token"
+
+    browser.command("POST", f"/element/{browser.find('#file')}/value", {"text": str(picture)})
+    width, height, _ = browser.wait_for(LOADED_OVERLAY)
+    assert (width, height) == (128, 96)
+    browser.command("POST", f"/element/{browser.find('#show-density')}/click", {})
+    _, _, source = browser.wait_for(LOADED_OVERLAY.replace("? [", "&& img.src.startsWith('blob:') ? ["))
+    assert source.startswith("blob:")  # fetched with the token, shown from memory
+    assert browser.script("return document.getElementById('download-density').href").startswith("blob:")

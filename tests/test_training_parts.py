@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
-from deepgaze_hub.training import FeatureCache, SizeBucketBatchSampler, StaleCacheError, build_feature_cache, load_recipe
+from deepgaze_hub.errors import ConfigError, TrainingError
+from deepgaze_hub.training import FeatureCache, SizeBucketBatchSampler, build_feature_cache, load_recipe
 from deepgaze_hub.training.batching import is_padding, real_position
 from deepgaze_hub.training.datamodule import FixationDataModule
 from deepgaze_hub.training.module import DeepGazeModule
-from deepgaze_hub.training.recipe import RecipeError
+from deepgaze_hub.training.recipe import TrainerConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "hub_configs" / "recipes"
+CPU = TrainerConfig(accelerator="cpu")
+QUIET = {"enable_progress_bar": False}
 SQUEEZE = dict(name="squeezenet1_1", weights=None, layers=["features.9", "features.12"], channels=None)
 
 
@@ -54,18 +57,18 @@ def test_overrides_by_dotted_path():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("stages.0.epoch=3", "unknown keys \\['epoch'\\]"),
+        ("stages.0.epoch=3", "unknown field stages.0.epoch"),
         ("stages.0.train=nowhere", "train dataset 'nowhere' is not in data"),
         ("stages.0.init=later", "must name an earlier stage"),
         ("stages.0.val=synthetic", "validates on its own folds"),
         ("stages.0.averaging=median", "averaging"),
         ("model.readout_channels=[4, 2]", "readout_channels"),
-        ("stages.5.epochs=1", "no index 5|no stages.5"),
+        ("stages.5.epochs=1", "stages.5 is not an index"),
         ("bogus", "key.path=value"),
     ],
 )
 def test_bad_recipes_name_the_problem(override, message):
-    with pytest.raises(RecipeError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_recipe(RECIPES / "synthetic-small.yaml", [override])
 
 
@@ -104,11 +107,11 @@ def test_feature_cache_builds_resumes_and_detects_staleness(synthetic_dataset, t
     model = squeeze_model()
     cache = FeatureCache(tmp_path / "cache", model.config)
     subset = _Subset(synthetic_dataset, range(5))
-    build_feature_cache(model, subset, cache, batch_size=2, shard_size=3, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, subset, cache, batch_size=2, shard_size=3, trainer=CPU, trainer_overrides=QUIET)
     assert len(cache) == 5 and len(list((tmp_path / "cache").glob("shard-*.h5"))) == 2
     # a later build computes only the missing images
     before = {p.name for p in (tmp_path / "cache").glob("shard-*.h5")}
-    build_feature_cache(model, synthetic_dataset, cache, batch_size=4, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=4, trainer=CPU, trainer_overrides=QUIET)
     assert len(cache) == len(synthetic_dataset)
     new = FeatureCache(tmp_path / "cache", model.config)  # a fresh reader sees everything
     assert len(new) == len(synthetic_dataset) and before < {p.name for p in (tmp_path / "cache").glob("shard-*.h5")}
@@ -118,9 +121,9 @@ def test_feature_cache_builds_resumes_and_detects_staleness(synthetic_dataset, t
     with torch.no_grad():
         direct = model.extract_features(synthetic_dataset.load_image(7)[None])[0]
     torch.testing.assert_close(cached.float(), direct, rtol=2e-3, atol=2e-3)
-    with pytest.raises(StaleCacheError, match="layers"):
+    with pytest.raises(TrainingError, match="layers"):
         FeatureCache(tmp_path / "cache", squeeze_model(layers=["features.12"]).config)
-    with pytest.raises(StaleCacheError, match="init_seed"):
+    with pytest.raises(TrainingError, match="init_seed"):
         FeatureCache(tmp_path / "cache", squeeze_model(init_seed=1).config)
 
 
@@ -144,12 +147,12 @@ def test_objective_is_bits_per_fixation_vs_uniform(synthetic_dataset, averaging)
     batch = next(iter(dm.val_dataloader()))
     module = DeepGazeModule(model, averaging=averaging)
     bits, counts, bias_bits = module.member_bits(batch)
-    height, width = batch["size"]
+    height, width = batch.size
     with torch.no_grad():
-        full = model.member_log_densities(batch["images"])  # (B, K, H, W)
+        full = model.member_log_densities(batch.images)  # (B, K, H, W)
     for b in range(len(counts)):
-        rows = batch["fix_y"][batch["fix_batch"] == b].long()
-        cols = batch["fix_x"][batch["fix_batch"] == b].long()
+        rows = batch.fix_y[batch.fix_batch == b].long()
+        cols = batch.fix_x[batch.fix_batch == b].long()
         assert counts[b] == len(rows)
         for k in range(2):
             expected = (full[b, k, rows, cols].double().mean() + math.log(height * width)) / math.log(2)
@@ -157,23 +160,23 @@ def test_objective_is_bits_per_fixation_vs_uniform(synthetic_dataset, averaging)
         bias = model.centerbias((height, width))[rows, cols].double().mean()
         assert abs(bias_bits[b].item() - (bias + math.log(height * width)).item() / math.log(2)) < 1e-4
     # member k never trains on its own fold's images
-    folds = dm.folds[batch["index"].numpy()]
-    assert np.array_equal(batch["mask"].numpy(), folds[:, None] == np.arange(2)[None, :])
+    folds = dm.folds[batch.index.numpy()]
+    assert np.array_equal(batch.mask.numpy(), folds[:, None] == np.arange(2)[None, :])
 
 
 def test_loaders_work_with_worker_processes(synthetic_dataset, tmp_path):
     model = squeeze_model()
     cache = FeatureCache(tmp_path / "cache", model.config)
-    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer=CPU, trainer_overrides=QUIET)
     cache[synthetic_dataset.image_ids[0]]  # the parent holds open handles before the workers fork
     for features in (cache, None):
         dm = FixationDataModule(synthetic_dataset, num_folds=2, joint=True, batch_size=4, num_workers=2, features=features)
         batches = list(dm.val_dataloader())
-        assert sum(len(b["index"]) for b in batches) == len(synthetic_dataset)
-        key = "features" if features is not None else "images"
+        assert sum(len(b.index) for b in batches) == len(synthetic_dataset)
         first = batches[0]
-        expected = cache[synthetic_dataset.image_ids[int(first["index"][0])]] if features is not None else synthetic_dataset.load_image(int(first["index"][0]))
-        torch.testing.assert_close(first[key][0], expected)
+        pixels = first.features if features is not None else first.images
+        expected = cache[synthetic_dataset.image_ids[int(first.index[0])]] if features is not None else synthetic_dataset.load_image(int(first.index[0]))
+        torch.testing.assert_close(pixels[0], expected)
 
 
 def test_validation_nss_and_auc_match_a_direct_computation(synthetic_dataset):
@@ -182,12 +185,12 @@ def test_validation_nss_and_auc_match_a_direct_computation(synthetic_dataset):
     batch = next(iter(dm.val_dataloader()))
     module = DeepGazeModule(model)
     with torch.no_grad():
-        features = model.extract_features(batch["images"])
-        nss, auc = module.nss_and_auc(batch, *model.grid_log_densities(features, batch["size"]))
-        full = model.member_log_densities(batch["images"]).double().exp()  # (B, K, H, W)
+        features = model.extract_features(batch.images)
+        nss, auc = module.nss_and_auc(batch, *model.grid_log_densities(features, batch.size))
+        full = model.member_log_densities(batch.images).double().exp()  # (B, K, H, W)
     for b in range(3):
-        rows = batch["fix_y"][batch["fix_batch"] == b].long()
-        cols = batch["fix_x"][batch["fix_batch"] == b].long()
+        rows = batch.fix_y[batch.fix_batch == b].long()
+        cols = batch.fix_x[batch.fix_batch == b].long()
         for k in range(2):
             p = full[b, k]
             values = p[rows, cols]
@@ -202,5 +205,82 @@ def test_validation_nss_and_auc_match_a_direct_computation(synthetic_dataset):
 
 def test_shipped_recipes_load_by_name():
     assert load_recipe("synthetic-small").name == "synthetic-small"
-    with pytest.raises(RecipeError, match="no recipe file nowhere.yaml.*synthetic-small"):
+    with pytest.raises(ConfigError, match="no recipe file nowhere.yaml.*synthetic-small"):
         load_recipe("nowhere.yaml")
+
+
+# -- hardening: recipes of the wrong type or size -----------------------------------------------------
+@pytest.mark.parametrize(
+    "override, field, allowed",
+    [
+        ("stages.0.epochs=abc", "stages.0.epochs", "must be an integer, got 'abc'"),
+        ("stages.0.folds=two", "stages.0.folds", "must be an integer or null, got 'two'"),
+        ("stages.0.optimizer.lr=fast", "stages.0.optimizer.lr", "must be a finite number, got 'fast'"),
+        ("stages.0.epochs=0", "stages.0.epochs", "must be >= 1"),
+        ("stages.0.folds=1", "stages.0.folds", "must be >= 2"),
+        ("stages.0.optimizer.lr=0", "stages.0.optimizer.lr", "must be > 0"),
+        ("stages.0.batch_size=true", "stages.0.batch_size", "must be an integer, got True"),
+        ("feature_cache.dtype=float8", "feature_cache.dtype", "must be one of"),
+        ("trainer.num_nodes=-1", "trainer.num_nodes", "must be >= 1"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_or_out_of_bounds_name_file_and_field(override, field, allowed):
+    with pytest.raises(ConfigError) as caught:
+        load_recipe(RECIPES / "synthetic-small.yaml", [override])
+    message = str(caught.value)
+    assert "synthetic-small.yaml" in message and f"{field} {allowed}" in message and "\n" not in message
+
+
+def test_wrong_types_in_a_recipe_file_and_on_the_command_line_are_one_line_errors(tmp_path, capsys):
+    from deepgaze_hub.cli import main
+
+    text = (RECIPES / "synthetic-small.yaml").read_text().replace("folds: 4", "folds: two")
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"bad.yaml.*stages.0.folds must be an integer or null, got 'two'"):
+        load_recipe(tmp_path / "bad.yaml")
+    assert main(["train", "--config", "synthetic-small", "--run-dir", str(tmp_path / "run"), "--set", "stages.0.epochs=abc"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "stages.0.epochs must be an integer, got 'abc'" in error
+    assert not (tmp_path / "run").exists()  # refused before anything was made
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    lines = ["name: bomb", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    assert (tmp_path / "bomb.yaml").stat().st_size < 1100
+    started = __import__("time").perf_counter()
+    with pytest.raises(ConfigError, match="bomb.yaml expands to more than"):
+        load_recipe(tmp_path / "bomb.yaml")
+    assert __import__("time").perf_counter() - started < 5
+
+
+def test_configs_built_in_python_are_checked_too():
+    from deepgaze_hub.training.recipe import OptimizerConfig, StageConfig
+
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        OptimizerConfig(lr=-1.0)
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        StageConfig(name="s", train="d", epochs=0)
+
+
+# -- hardening: a dataset whose stored image size was tampered with -------------------------------------
+def test_training_on_a_dataset_with_a_tampered_image_size_is_a_clear_error(synthetic_dataset, tmp_path, capsys):
+    import shutil
+    import time
+
+    import h5py
+
+    from deepgaze_hub.cli import main
+
+    copy = tmp_path / "tampered.h5"
+    shutil.copy(synthetic_dataset.path, copy)
+    with h5py.File(copy, "r+") as f:
+        f["images/size"][0] = [100_000, 100_000]
+    started = time.perf_counter()
+    code = main(
+        ["train", "--config", "synthetic-small", "--run-dir", str(tmp_path / "run"), "--set", f"data.synthetic={copy}", "model.backbone.weights=null"]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code != 0 and time.perf_counter() - started < 30
+    assert "tampered.h5" in error and "100000 x 100000" in error and error.count("\n") == 0

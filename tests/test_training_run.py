@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from deepgaze_hub import DeepGaze
 from deepgaze_hub.cli import main
-from deepgaze_hub.training import DeepGazeModule, FeatureCache, FixationDataModule, build_feature_cache
-from deepgaze_hub.training.recipe import OptimizerConfig
+from deepgaze_hub.training import DeepGazeModule, FeatureCache, FixationDataModule, build_feature_cache, make_trainer
+from deepgaze_hub.training.recipe import OptimizerConfig, TrainerConfig
 
 from test_training_parts import squeeze_model
 
@@ -84,14 +84,29 @@ def test_two_fold_recipe_end_to_end(dataset_path, synthetic_dataset, tmp_path, c
     assert "already trained" in capsys.readouterr().out
     # another recipe in the same run dir is refused
     other = write_recipe(tmp_path / "other.yaml", dataset_path, joint=True, epochs=7)
-    assert main(["train", "--config", str(other), "--run-dir", str(tmp_path / "run")]) == 2
+    assert main(["train", "--config", str(other), "--run-dir", str(tmp_path / "run")]) != 0
+    capsys.readouterr()
+    # a checkpoint alone rebuilds the module (hyperparameters are plain data; weights-only loading)
+    stage_dir = tmp_path / "run" / "stages" / "crossval"
+    checkpoint = stage_dir / "checkpoints" / "last.ckpt"
+    module = DeepGazeModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    assert module.model.num_members == 2 and module.optimizer_config.lr == 0.02
+    best = module.best_model()
+    saved = DeepGaze.from_pretrained(stage_dir / "model")
+    for (name, a), (_, b) in zip(best.named_parameters(), saved.named_parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    # a truncated last.ckpt on resume: one line naming the file and the way out, no traceback
+    (stage_dir / "result.json").unlink()
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    assert main(["train", "--config", str(recipe), "--run-dir", str(tmp_path / "run")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert str(checkpoint) in error and "--restart" in error and error.count("\n") == 0
 
 
 KILLER = """
 import os, signal, sys
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-import deepgaze_hub.training.runner as runner
 from deepgaze_hub.cli import main
 
 class KillDuringFold1(Callback):
@@ -103,7 +118,7 @@ class Trainer(L.Trainer):
     def __init__(self, *args, callbacks=(), **kwargs):
         super().__init__(*args, callbacks=[*callbacks, KillDuringFold1()], **kwargs)
 
-runner.L.Trainer = Trainer
+L.Trainer = Trainer  # what make_trainer builds
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -135,18 +150,12 @@ def _fit(dataset, cache, strategy, devices):
     model = squeeze_model(members=2)
     module = DeepGazeModule(model, OptimizerConfig(lr=0.02, milestones=[3]))
     dm = FixationDataModule(dataset, num_folds=2, joint=True, batch_size=8, features=cache)
-    trainer = L.Trainer(
+    trainer = make_trainer(
+        TrainerConfig(accelerator="cpu", devices=devices, strategy=strategy),
         max_epochs=4,
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
     )
     trainer.fit(module, datamodule=dm)
     return module
@@ -155,7 +164,7 @@ def _fit(dataset, cache, strategy, devices):
 def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_dataset, tmp_path):
     model = squeeze_model()
     cache = FeatureCache(tmp_path / "cache", model.config)
-    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False))
+    build_feature_cache(model, synthetic_dataset, cache, batch_size=8, trainer=TrainerConfig(accelerator="cpu"), trainer_overrides={"enable_progress_bar": False})
     single = _fit(synthetic_dataset, cache, "auto", 1)
     double = _fit(synthetic_dataset, cache, "ddp_spawn", 2)
     assert torch.isfinite(single.best_ll).all()

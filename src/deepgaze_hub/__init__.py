@@ -1,105 +1,118 @@
-"""deepgaze-hub: DeepGaze II saliency prediction as a library, a model hub and a training recipe.
+"""deepgaze-hub: DeepGaze saliency prediction as a library, a model hub and a training recipe.
 
 Conventions everywhere: log densities are natural logarithms (nats) per pixel, shaped (B, H, W) or
 (H, W) and summing to 1 after ``exp``; information gains are in bits per fixation; pixel
 coordinates are floats with x = column and y = row, and a fixation at (x, y) falls in pixel
 ``[int(y), int(x)]``. Images for ``DeepGaze.forward`` are (B, 3, H, W) floats in [0, 255];
 ``DeepGaze.predict`` accepts anything (see `deepgaze_hub.io.images`).
+
+The package's layers, each importing only from the ones before it (docs/architecture.md):
+``errors``/``io`` -> ``model``, ``data`` -> ``hub``, ``baselines``, ``visualization`` ->
+``evaluation`` -> ``training`` -> ``service``, ``cli``.
+
+The public names below are imported on first use, so ``import deepgaze_hub`` (and the command
+line's ``--help``) does not pay for torch, Lightning or FastAPI until they are needed.
 """
 
-from .baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_gold_standard
-from .data import DatasetError, FixationDataset, Fixations, default_dataset, kfold_assignments
-from .errors import DeepGazeError
-from .evaluation import (
-    EvaluationError,
-    EvaluationReport,
-    ExplainedInformationGain,
-    MetricInputError,
-    MetricResult,
-    evaluate_log_densities,
-    evaluate_model,
-    explained_information_gain,
-    information_gain,
-    log_likelihood,
-    write_report,
-)
-from .hub.card import EvaluationResult, ModelCardInfo
-from .hub.integrity import IntegrityError
-from .hub.publish import PublishError
-from .hub.registry import ModelNotPublishedError, RegistryError, list_models, load
-from .io.images import ImageError, load_image
-from .model import (
-    BackboneConfig,
-    BackboneError,
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import (
     ConfigError,
-    DeepGaze,
-    DeepGazeConfig,
-    FeatureExtractor,
+    DatasetError,
+    DeepGazeError,
+    EvaluationError,
+    ImageError,
+    ModelNotPublishedError,
+    PublishError,
+    TrainingError,
     WeightsError,
 )
-from .model.ensemble import select_members, stack_members
-from .sampling import sample_fixations
 from .version import __version__
-from .visualization import density_overlay
 
-#: Names that need Lightning, imported on first use so that predicting or serving does not pay
-#: Lightning's import time.
-_TRAINING_NAMES = ("DeepGazeModule", "FixationDataModule", "RecipeError", "load_recipe")
+#: public name -> module that defines it
+_LAZY = {
+    "DeepGaze": "deepgaze_hub.model",
+    "DeepGazeConfig": "deepgaze_hub.model",
+    "BackboneConfig": "deepgaze_hub.model",
+    "FeatureExtractor": "deepgaze_hub.model",
+    "load": "deepgaze_hub.hub",
+    "list_models": "deepgaze_hub.hub",
+    "ModelCardInfo": "deepgaze_hub.model",
+    "load_image": "deepgaze_hub.io.images",
+    "FixationDataset": "deepgaze_hub.data",
+    "Fixations": "deepgaze_hub.data",
+    "default_dataset": "deepgaze_hub.data",
+    "kfold_assignments": "deepgaze_hub.data",
+    "sample_fixations": "deepgaze_hub.data.sampling",
+    "CenterBiasModel": "deepgaze_hub.baselines",
+    "GoldStandardModel": "deepgaze_hub.baselines",
+    "fit_centerbias": "deepgaze_hub.baselines",
+    "fit_gold_standard": "deepgaze_hub.baselines",
+    "density_overlay": "deepgaze_hub.visualization",
+    "EvaluationReport": "deepgaze_hub.evaluation",
+    "ExplainedInformationGain": "deepgaze_hub.evaluation",
+    "MetricResult": "deepgaze_hub.evaluation",
+    "evaluate_log_densities": "deepgaze_hub.evaluation",
+    "evaluate_model": "deepgaze_hub.evaluation",
+    "explained_information_gain": "deepgaze_hub.evaluation",
+    "information_gain": "deepgaze_hub.evaluation",
+    "log_likelihood": "deepgaze_hub.evaluation",
+    "write_report": "deepgaze_hub.evaluation",
+    "DeepGazeModule": "deepgaze_hub.training",
+    "FixationDataModule": "deepgaze_hub.training",
+    "load_recipe": "deepgaze_hub.training",
+}
 
 
 def __getattr__(name: str):
-    if name in _TRAINING_NAMES:
-        from . import training
-
-        return getattr(training, name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'deepgaze_hub' has no attribute {name!r}")
 
-__all__ = [
-    "BackboneConfig",
-    "BackboneError",
-    "CenterBiasModel",
-    "ConfigError",
-    "DatasetError",
-    "DeepGaze",
-    "DeepGazeConfig",
-    "DeepGazeError",
-    "DeepGazeModule",
-    "EvaluationError",
-    "EvaluationReport",
-    "EvaluationResult",
-    "ExplainedInformationGain",
-    "FeatureExtractor",
-    "FixationDataModule",
-    "FixationDataset",
-    "Fixations",
-    "GoldStandardModel",
-    "ImageError",
-    "IntegrityError",
-    "MetricInputError",
-    "MetricResult",
-    "ModelCardInfo",
-    "ModelNotPublishedError",
-    "PublishError",
-    "RecipeError",
-    "RegistryError",
-    "WeightsError",
-    "__version__",
-    "default_dataset",
-    "density_overlay",
-    "evaluate_log_densities",
-    "evaluate_model",
-    "explained_information_gain",
-    "fit_centerbias",
-    "fit_gold_standard",
-    "information_gain",
-    "kfold_assignments",
-    "list_models",
-    "load",
-    "load_image",
-    "load_recipe",
-    "log_likelihood",
-    "sample_fixations",
-    "select_members",
-    "stack_members",
-    "write_report",
-]
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
+    from .baselines import CenterBiasModel, GoldStandardModel, fit_centerbias, fit_gold_standard
+    from .data import FixationDataset, Fixations, default_dataset, kfold_assignments
+    from .data.sampling import sample_fixations
+    from .evaluation import (
+        EvaluationReport,
+        ExplainedInformationGain,
+        MetricResult,
+        evaluate_log_densities,
+        evaluate_model,
+        explained_information_gain,
+        information_gain,
+        log_likelihood,
+        write_report,
+    )
+    from .hub import list_models, load
+    from .model import ModelCardInfo
+    from .io.images import load_image
+    from .model import BackboneConfig, DeepGaze, DeepGazeConfig, FeatureExtractor
+    from .training import DeepGazeModule, FixationDataModule, load_recipe
+    from .visualization import density_overlay
+
+__all__ = sorted(
+    [
+        "ConfigError",
+        "DatasetError",
+        "DeepGazeError",
+        "EvaluationError",
+        "ImageError",
+        "ModelNotPublishedError",
+        "PublishError",
+        "TrainingError",
+        "WeightsError",
+        "__version__",
+        *_LAZY,
+    ]
+)

@@ -8,7 +8,7 @@ densities) and
 2. evaluates it cross-validated (every image scored by the member that never saw it) against the
    centre bias, the gold standard and the known truth, with every benchmark metric;
 3. saves the ensemble as a Hub directory with its model card, reloads it through
-   ``DeepGaze.from_pretrained`` and through ``torch.hub.load(..., source="local")`` and checks
+   ``DeepGaze.from_pretrained`` and through ``deepgaze_hub.load`` and checks
    that both give the same predictions;
 4. writes predictions and figures (as the paper's Figures 4 and 5) for held-out images.
 
@@ -28,9 +28,15 @@ import numpy as np
 import torch
 
 from .data import default_dataset
+from .data.sampling import sample_fixations
+from .evaluation.crossval import held_out_members
+from .evaluation.evaluate import evaluate_model
+from .evaluation.report import write_report
+from .hub import load
 from .io.atomic import atomic_path, atomic_save_npy, atomic_write_text
 from .model.deepgaze import DeepGaze
-from .sampling import sample_fixations
+from .training.recipe import load_recipe
+from .training.runner import RecipeRun
 from .visualization import density_overlay, fixation_figure
 
 RECIPE = "synthetic-small"
@@ -46,7 +52,7 @@ class DemoResult:
     imagenet_weights: bool
     table: str
     reload_max_difference: float
-    torch_hub_max_difference: float | None
+    load_max_difference: float
     paths: dict[str, list[Path]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -65,10 +71,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run the demo into ``out`` (see module doc); returns what it wrote."""
-    from .evaluation.evaluate import evaluate_model, write_report
-    from .training.recipe import load_recipe
-    from .training.runner import RecipeRun
-
     started = time.perf_counter()
     out = Path(out)
     steps = 5
@@ -77,28 +79,12 @@ def run_demo(
     dataset = default_dataset()
     log(f"      {len(dataset)} images of {dataset.image_sizes[0][1]}x{dataset.image_sizes[0][0]} px, "
         f"{len(dataset.fixations)} fixations of {dataset.num_observers} observers, true densities known")
-
-    imagenet = imagenet_weights_path().is_file()
-    if imagenet:
-        log(f"      backbone: VGG-19 with ImageNet weights from {imagenet_weights_path()}")
-    else:
-        log(
-            "      backbone: ImageNet VGG-19 weights are NOT in torch's cache "
-            f"({imagenet_weights_path()}), so this demo runs on a RANDOMLY INITIALISED VGG-19.\n"
-            "      The readout then learns from random features: the numbers below show the pipeline\n"
-            "      working end to end, not DeepGaze II's accuracy. With network access, run\n"
-            '      `python -c "import torchvision; torchvision.models.vgg19(weights=\'IMAGENET1K_V1\')"` once, then rerun.'
-        )
+    imagenet = _report_backbone(log)
 
     log(f"[2/{steps}] training a {folds}-fold ensemble (centre bias, feature cache, Lightning)")
-    overrides = [f"stages.0.folds={folds}", f"model.backbone.weights={'IMAGENET1K_V1' if imagenet else 'null'}"]
-    if epochs is not None:
-        overrides.append(f"stages.0.epochs={epochs}")
-    recipe = load_recipe(RECIPE, overrides)
-    run_dir = out / "run"
-    model_dir = RecipeRun(recipe, run_dir, log=lambda message: log("      " + message)).run()
+    model_dir = _train(out / "run", folds, epochs, imagenet, log)
 
-    log(f"[3/{steps}] reloading the saved ensemble ({model_dir}) via from_pretrained and torch.hub")
+    log(f"[3/{steps}] reloading the saved ensemble ({model_dir}) via from_pretrained and load")
     model = DeepGaze.from_pretrained(model_dir).eval()
     reload_difference, hub_difference = _check_reloads(model, model_dir, dataset, log)
 
@@ -111,14 +97,13 @@ def run_demo(
     paths["evaluation"] = [Path(p) for p in report_paths.values()]
     paths["model"] = sorted(model_dir.iterdir())
 
-    table = report.to_markdown()
     result = DemoResult(
         out=out,
         model_dir=model_dir,
         imagenet_weights=imagenet,
-        table=table,
+        table=report.to_markdown(),
         reload_max_difference=reload_difference,
-        torch_hub_max_difference=hub_difference,
+        load_max_difference=hub_difference,
         paths=paths,
         seconds=time.perf_counter() - started,
     )
@@ -128,21 +113,42 @@ def run_demo(
     return result
 
 
+def _report_backbone(log: Callable[[str], None]) -> bool:
+    """Whether the ImageNet VGG-19 weights are in torch's cache; says which backbone the demo uses."""
+    imagenet = imagenet_weights_path().is_file()
+    if imagenet:
+        log(f"      backbone: VGG-19 with ImageNet weights from {imagenet_weights_path()}")
+    else:
+        log(
+            "      backbone: ImageNet VGG-19 weights are NOT in torch's cache "
+            f"({imagenet_weights_path()}), so this demo runs on a RANDOMLY INITIALISED VGG-19.\n"
+            "      The readout then learns from random features: the numbers below show the pipeline\n"
+            "      working end to end, not DeepGaze II's accuracy. With network access, run\n"
+            '      `python -c "import torchvision; torchvision.models.vgg19(weights=\'IMAGENET1K_V1\')"` once, then rerun.'
+        )
+    return imagenet
+
+
+def _train(run_dir: Path, folds: int, epochs: int | None, imagenet: bool, log: Callable[[str], None]) -> Path:
+    """Train the `RECIPE` ensemble (resumable) in ``run_dir``; returns the saved model's directory."""
+    overrides = [f"stages.0.folds={folds}", f"model.backbone.weights={'IMAGENET1K_V1' if imagenet else 'null'}"]
+    if epochs is not None:
+        overrides.append(f"stages.0.epochs={epochs}")
+    recipe = load_recipe(RECIPE, overrides)
+    return RecipeRun(recipe, run_dir, log=lambda message: log("      " + message)).run()
+
+
 @torch.no_grad()
-def _check_reloads(model: DeepGaze, model_dir: Path, dataset, log) -> tuple[float, float | None]:
-    """Largest difference between the trained ensemble, its reload, and its torch.hub load."""
+def _check_reloads(model: DeepGaze, model_dir: Path, dataset, log) -> tuple[float, float]:
+    """Largest difference between the trained ensemble and its reloads (from_pretrained, load)."""
     images = torch.stack([dataset.load_image(i) for i in range(2)])
     reference = model(images)
     again = DeepGaze.from_pretrained(model_dir).eval()
     reload_difference = float((again(images) - reference).abs().max())
     log(f"      from_pretrained: max |difference| of log densities {reload_difference:.2e}")
-    checkout = Path(__file__).resolve().parents[2]
-    if not (checkout / "hubconf.py").is_file():
-        log("      torch.hub: skipped (deepgaze-hub is not installed from a checkout with hubconf.py)")
-        return reload_difference, None
-    hub_model = torch.hub.load(str(checkout), "from_pretrained", str(model_dir), source="local", trust_repo=True).eval()
-    hub_difference = float((hub_model(images) - reference).abs().max())
-    log(f"      torch.hub.load(..., source='local'): max |difference| {hub_difference:.2e}")
+    loaded = load(model_dir).eval()
+    hub_difference = float((loaded(images) - reference).abs().max())
+    log(f"      deepgaze_hub.load: max |difference| {hub_difference:.2e}")
     if max(reload_difference, hub_difference) > 1e-4:
         raise RuntimeError(f"reloaded models disagree with the trained one ({reload_difference}, {hub_difference})")
     return reload_difference, hub_difference
@@ -150,8 +156,6 @@ def _check_reloads(model: DeepGaze, model_dir: Path, dataset, log) -> tuple[floa
 
 @torch.no_grad()
 def _predictions_and_figures(model: DeepGaze, dataset, out: Path, count: int) -> dict[str, list[Path]]:
-    from .evaluation.evaluate import held_out_members
-
     folds, _ = held_out_members(model, dataset, crossval=True)
     chosen = [int(np.flatnonzero(folds == fold)[0]) for fold in range(int(folds.max()) + 1)][:count]
     written: dict[str, list[Path]] = {"predictions": [], "figures": []}
@@ -192,7 +196,7 @@ def _summary(result: DemoResult) -> str:
         result.table,
         "",
         f"Reloaded ensemble agrees with the trained one: from_pretrained {result.reload_max_difference:.1e}"
-        + (f", torch.hub {result.torch_hub_max_difference:.1e}" if result.torch_hub_max_difference is not None else ""),
+        + f", load {result.load_max_difference:.1e}",
         "",
         "Written:",
         f"  model (Hub directory + model card): {result.model_dir}",

@@ -1,4 +1,4 @@
-"""The centre-bias baseline: where people look regardless of the image (SPEC §1 "Centre bias").
+"""The centre-bias baseline: where people look regardless of the image (see docs/design.md).
 
 Model: fixation positions normalised by image width and height, (u, v) = (x / W, y / H), a
 Gaussian kernel density estimate with bandwidth h (a fraction of the width along x and of the
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.errors import DatasetError
+from ..errors import DatasetError
 from ..io.atomic import atomic_write_bytes
 from .inputs import selected_fixations
 from .kde import (
@@ -42,6 +42,7 @@ from .kde import (
     cell_masses,
     interval_mass,
     maximize,
+    normalised_log,
     pair_count,
 )
 
@@ -82,8 +83,7 @@ class CenterBiasModel:
         rows, cols = cell_masses(height, centres, self.bandwidth), cell_masses(width, centres, self.bandwidth)
         mass = rows @ hist @ cols.T / self._normaliser(centres, hist)
         density = (1 - self.uniform_weight) * mass + self.uniform_weight / (height * width)
-        log_density = density.log()
-        return (log_density - torch.logsumexp(log_density.reshape(-1), 0)).float()
+        return normalised_log(density)
 
     def template(self, shape=(256, 256)) -> torch.Tensor:
         """The (rows, cols) log-density template over normalised coordinates for `DeepGaze.set_centerbias`."""
@@ -168,55 +168,68 @@ def fit_centerbias(
     fixations, sizes = selected_fixations(data, images)
     if len(np.unique(fixations.image)) < 2:
         raise DatasetError("fitting a centre bias needs fixations on at least two images (it is cross-validated over images)")
-    size = sizes[fixations.image]
-    grid = grid_size
-    bx = torch.as_tensor(np.clip((fixations.x / size[:, 1] * grid).astype(np.int64), 0, grid - 1), device=device)
-    by = torch.as_tensor(np.clip((fixations.y / size[:, 0] * grid).astype(np.int64), 0, grid - 1), device=device)
-    image = torch.as_tensor(fixations.image, device=device)
-    flat_bins = by * grid + bx
-    hist = torch.bincount(flat_bins, minlength=grid * grid).double().reshape(grid, grid)
-    centres = (torch.arange(grid, dtype=torch.float64, device=device) + 0.5) / grid
-    leave_one_out = pair_count(fixations.image) <= max_pairs
-    if leave_one_out:  # per same-image pair: the flat (bin of j, kernel bin of k) index along y and x
-        pairs = PairChunks(image, lambda j, k: (j, by[j] * grid + by[k], bx[j] * grid + bx[k]))
-    else:
-        folds = image % 10
+    held_out = _HeldOutRatios(fixations, sizes, grid_size, pair_count(fixations.image) <= max_pairs, device)
 
-    def ratios(log10_bandwidth: float) -> torch.Tensor:
-        """Held-out density of each fixation's bin relative to uniform."""
-        h = 10.0**log10_bandwidth
-        masses = cell_masses(grid, centres, h)  # (bins, kernel centres), same along x and y
+    def scored(log10_bandwidth: float) -> tuple[float, float]:
+        """(mean held-out log-likelihood relative to uniform, nats; best uniform weight)."""
+        r = held_out(10.0**log10_bandwidth)
+        w = best_mixture_weight(r, torch.ones_like(r), MIN_UNIFORM_WEIGHT)
+        return float(torch.log((1 - w) * r + w).mean()), w
+
+    log10_h, cv_ll = maximize(lambda value: scored(value)[0], *LOG10_BANDWIDTH_RANGE)
+    _, w = scored(log10_h)
+    return CenterBiasModel(
+        bandwidth=10.0**log10_h, uniform_weight=w, histogram=held_out.hist.cpu(), cv_log_likelihood=cv_ll,
+        cv="leave-one-image-out" if held_out.leave_one_out else "10-fold over images",
+    )
+
+
+class _HeldOutRatios:
+    """For each fixation: the density of its histogram bin under the KDE of the fixations of the
+    *other* images (leave-one-image-out, exact) or of the other 9 folds of images, relative to a
+    uniform density, for any bandwidth.
+
+    The fixations are binned once on a (grid, grid) histogram of normalised positions; leaving an
+    image out subtracts its own kernels (pair geometry computed once, see `PairChunks`).
+    """
+
+    def __init__(self, fixations, sizes: np.ndarray, grid: int, leave_one_out: bool, device) -> None:
+        size = sizes[fixations.image]
+        self.grid, self.leave_one_out, self.device = grid, leave_one_out, device
+        self.bx = torch.as_tensor(np.clip((fixations.x / size[:, 1] * grid).astype(np.int64), 0, grid - 1), device=device)
+        self.by = torch.as_tensor(np.clip((fixations.y / size[:, 0] * grid).astype(np.int64), 0, grid - 1), device=device)
+        self.image = torch.as_tensor(fixations.image, device=device)
+        self.flat_bins = self.by * grid + self.bx
+        self.hist = torch.bincount(self.flat_bins, minlength=grid * grid).double().reshape(grid, grid)
+        self.centres = (torch.arange(grid, dtype=torch.float64, device=device) + 0.5) / grid
+        by, bx = self.by, self.bx
+        if leave_one_out:  # per same-image pair: the flat (bin of j, kernel bin of k) index along y and x
+            self.pairs = PairChunks(self.image, lambda j, k: (j, by[j] * grid + by[k], bx[j] * grid + bx[k]))
+        else:
+            self.folds = self.image % 10
+
+    def __call__(self, bandwidth: float) -> torch.Tensor:
+        """float64 (F,) held-out density of each fixation's bin relative to uniform."""
+        grid, by, bx = self.grid, self.by, self.bx
+        masses = cell_masses(grid, self.centres, bandwidth)  # (bins, kernel centres), same along x and y
         inside = masses.sum(0)
-        total = (masses @ hist @ masses.T)[by, bx]
-        normaliser = inside @ hist @ inside
-        kernel_inside = inside[by] * inside[bx]
-        if leave_one_out:
+        total = (masses @ self.hist @ masses.T)[by, bx]
+        normaliser = inside @ self.hist @ inside
+        if self.leave_one_out:
             own = torch.zeros_like(total)
             flat = masses.reshape(-1)
-            for j, y_pair, x_pair in pairs:
+            for j, y_pair, x_pair in self.pairs:
                 own.index_add_(0, j, flat[y_pair] * flat[x_pair])
-            own_normaliser = torch.zeros(int(image.max()) + 1, dtype=torch.float64, device=device).index_add_(0, image, kernel_inside)[image]
+            kernel_inside = inside[by] * inside[bx]
+            own_normaliser = torch.zeros(int(self.image.max()) + 1, dtype=torch.float64, device=self.device)
+            own_normaliser = own_normaliser.index_add_(0, self.image, kernel_inside)[self.image]
         else:
             own = torch.empty_like(total)
             own_normaliser = torch.empty_like(total)
             for fold in range(10):
-                members = folds == fold
-                fold_hist = torch.bincount(flat_bins[members], minlength=grid * grid).double().reshape(grid, grid)
+                members = self.folds == fold
+                fold_hist = torch.bincount(self.flat_bins[members], minlength=grid * grid).double().reshape(grid, grid)
                 own[members] = (masses @ fold_hist @ masses.T)[by[members], bx[members]]
                 own_normaliser[members] = inside @ fold_hist @ inside
         held_out = (total - own).clamp_min(0.0) / (normaliser - own_normaliser).clamp_min(1e-300)
         return held_out * grid * grid
-
-    def profile(log10_bandwidth: float) -> float:
-        r = ratios(log10_bandwidth)
-        w = best_mixture_weight(r, torch.ones_like(r), MIN_UNIFORM_WEIGHT)
-        return float(torch.log((1 - w) * r + w).mean())
-
-    log10_h, cv_ll = maximize(profile, *LOG10_BANDWIDTH_RANGE)
-    r = ratios(log10_h)
-    w = best_mixture_weight(r, torch.ones_like(r), MIN_UNIFORM_WEIGHT)
-    return CenterBiasModel(
-        bandwidth=10.0**log10_h, uniform_weight=w, histogram=hist.cpu(), cv_log_likelihood=cv_ll,
-        cv="leave-one-image-out" if leave_one_out else "10-fold over images",
-    )
-

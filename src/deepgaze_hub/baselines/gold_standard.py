@@ -11,7 +11,7 @@ h and a maximise the mean log-likelihood of all fixations (each one predicted wi
 observer, so the fit is cross-validated by construction); a is profiled out (concave), log10(h)
 is searched by grid and golden section. A fixation whose image has no other observer is scored by
 the centre bias alone. Its information gain over the centre bias is the denominator of the
-explained information gain (SPEC §2).
+explained information gain (see docs/design.md).
 
 `GoldStandardModel.log_likelihoods` gives per-fixation log-probabilities (nats);
 `GoldStandardModel.log_density` gives the (H, W) map for an image, without one observer (the
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.errors import DatasetError
 from ..data.fixations import Fixations
+from ..errors import DatasetError
 from .centerbias import CenterBiasModel
 from .inputs import selected_fixations
 from .kde import (
@@ -36,6 +36,7 @@ from .kde import (
     cell_masses,
     interval_mass,
     maximize,
+    normalised_log,
     standard_interval_mass,
 )
 
@@ -94,8 +95,7 @@ class GoldStandardModel:
             rows, cols = cell_masses(height, v, self.bandwidth), cell_masses(width, u, self.bandwidth)
             kde = rows @ cols.T / (rows.sum(0) * cols.sum(0)).sum()
             density = (1 - self.centerbias_weight) * kde + self.centerbias_weight * centerbias
-        log_density = density.log()
-        return (log_density - torch.logsumexp(log_density.reshape(-1), 0)).float()
+        return normalised_log(density)
 
 
 def fit_gold_standard(data, centerbias: CenterBiasModel, images=None, *, device: torch.device | str = "cpu") -> GoldStandardModel:
@@ -159,15 +159,15 @@ class _OtherObservers:
 
         self.pairs = PairChunks(image, geometry)
         _, group = np.unique(np.stack([fixations.image, fixations.observer]), axis=1, return_inverse=True)
-        group = torch.as_tensor(group.reshape(-1), device=device)
+        self.image, self.group = image, torch.as_tensor(group.reshape(-1), device=device)
+        self.has_others = self.others_sum(torch.ones_like(self.u)) > 0.5
 
-        def others_sum(values: torch.Tensor) -> torch.Tensor:  # sum over the image minus the own observer's
-            by_image = torch.zeros(int(image.max()) + 1, dtype=values.dtype, device=device).index_add_(0, image, values)
-            by_group = torch.zeros(int(group.max()) + 1, dtype=values.dtype, device=device).index_add_(0, group, values)
-            return by_image[image] - by_group[group]
-
-        self.others_sum = others_sum
-        self.has_others = others_sum(torch.ones_like(self.u)) > 0.5
+    def others_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """(F,): the sum of ``values`` over each fixation's image minus its own observer's share."""
+        image, group = self.image, self.group
+        by_image = torch.zeros(int(image.max()) + 1, dtype=values.dtype, device=image.device).index_add_(0, image, values)
+        by_group = torch.zeros(int(group.max()) + 1, dtype=values.dtype, device=image.device).index_add_(0, group, values)
+        return by_image[image] - by_group[group]
 
     def __call__(self, bandwidth: float) -> torch.Tensor:
         """float64 (F,) pixel probabilities (0 where the image has no other observer)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.errors import DatasetError
 from ..data.fixations import Fixations
+from ..errors import DatasetError
 
 
 def selected_fixations(data, images=None) -> tuple[Fixations, np.ndarray]:

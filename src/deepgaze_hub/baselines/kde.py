@@ -38,6 +38,12 @@ def cell_masses(cells: int, centres: torch.Tensor, bandwidth: float) -> torch.Te
     return interval_mass(edges[:-1, None], edges[1:, None], centres[None, :], bandwidth)
 
 
+def normalised_log(density: torch.Tensor) -> torch.Tensor:
+    """float32 log of an (H, W) float64 density, renormalised so that its ``exp`` sums to 1."""
+    log_density = density.log()
+    return (log_density - torch.logsumexp(log_density.reshape(-1), 0)).float()
+
+
 def within_image_pairs(image: torch.Tensor, max_pairs: int = 4_000_000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """All (j, k) index pairs of fixations on the same image (j == k included), in chunks.
 

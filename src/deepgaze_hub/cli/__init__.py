@@ -1,7 +1,8 @@
 """The ``deepgaze-hub`` command. Each module of this package adds one subcommand.
 
 A subcommand module defines ``register(subparsers)``, which adds its parser and sets
-``func=run`` with ``run(args) -> int`` (the exit status). Modules are found automatically.
+``func=run`` with ``run(args) -> int`` (the exit status). Modules are found automatically;
+modules whose name starts with ``_`` (``_common``: shared options) are helpers, not commands.
 """
 
 from __future__ import annotations
@@ -33,12 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status.
+
+    0: done; 1: a runtime error (a missing model, an unreadable file, an image that failed),
+    printed as one line; 2: a usage error (unknown option, bad value: argparse); 130: interrupted.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a usage error (2), already printed
+        return done.code if isinstance(done.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except DeepGazeError as error:
         print(f"deepgaze-hub {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1
+    except OSError as error:  # the file system said no: a full disk, a read-only or missing folder
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"deepgaze-hub {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"deepgaze-hub {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

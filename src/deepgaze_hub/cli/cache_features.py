@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "for other backbone settings is refused. With several GPUs, each computes a share."
         ),
     )
-    parser.add_argument("--data", required=True, help="dataset HDF5 file, or 'embedded'")
+    parser.add_argument("--data", required=True, help="dataset HDF5 file, or 'embedded' for the embedded synthetic set")
     parser.add_argument("--config", required=True, type=Path, help="recipe YAML or shipped recipe name (its model section is used)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="recipe overrides")
     parser.add_argument("--out", required=True, type=Path, help="cache directory")
@@ -27,25 +27,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import FixationDataset, default_dataset
+    import dataclasses
+
+    from ..data import open_dataset
     from ..model.deepgaze import DeepGaze
-    from ..training.feature_cache import FeatureCache, build_feature_cache
+    from ..training.feature_build import build_feature_cache
+    from ..training.feature_cache import FeatureCache
     from ..training.recipe import load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
     settings = recipe.feature_cache
-    dataset = default_dataset() if args.data == "embedded" else FixationDataset.open(args.data)
+    dataset = open_dataset(args.data)
     model = DeepGaze(recipe.model_config(1))
     cache = FeatureCache(args.out, model.config, args.dtype or settings.dtype)
-    trainer = recipe.trainer
-    devices = args.devices if args.devices is not None else trainer.devices
+    trainer = recipe.trainer if args.devices is None else dataclasses.replace(recipe.trainer, devices=args.devices)
     build_feature_cache(
         model,
         dataset,
         cache,
         batch_size=args.batch_size or settings.batch_size,
         compression=settings.compression,
-        trainer_kwargs=dict(accelerator=trainer.accelerator, devices=devices, num_nodes=trainer.num_nodes, strategy=trainer.strategy),
+        trainer=trainer,
     )
     print(f"{len(cache)} images cached in {args.out} ({cache.nbytes_on_disk() / 2**20:.1f} MiB)")
     return 0

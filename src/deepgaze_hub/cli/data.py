@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..baselines import fit_centerbias, fit_gold_standard
 from ..data import (
+    EMBEDDED,
     OUTSIDE_POLICIES,
     CsvColumns,
-    DatasetError,
     FixationDataset,
     embedded_dataset_path,
     export_csv,
@@ -25,9 +26,15 @@ from ..data import (
     import_pysaliency,
     import_salicon,
     kfold_assignments,
+    kfold_split,
+    open_dataset,
 )
+from ..data.fixations import duplicate_mask
 from ..data.synthetic import make_synthetic_dataset
+from ..errors import DatasetError
 from ..io.atomic import atomic_open, atomic_save_npy
+
+DATASET_HELP = f"dataset file (.h5), or {EMBEDDED!r} for the default synthetic dataset"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,15 +44,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fixation datasets: one HDF5 file with images and fixations (see deepgaze_hub.data).",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _register_info(actions)
+    _register_import(actions)
+    _register_export(actions)
+    _register_synthetic(actions)
+    _register_default(actions)
+    _register_folds(actions)
+    _register_baselines(actions)
 
-    info = actions.add_parser("info", help="summarise a dataset file")
-    info.add_argument("dataset", type=Path)
-    info.add_argument("--json", action="store_true", help="print the summary as JSON")
-    info.set_defaults(func=run_info)
 
+def _register_info(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("info", help="summarise a dataset file")
+    p.add_argument("dataset", help=DATASET_HELP)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_info)
+
+
+def _register_import(actions: argparse._SubParsersAction) -> None:
     importer = actions.add_parser("import", help="convert data from another format into a dataset file")
     formats = importer.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    _register_import_pysaliency(formats)
+    _register_import_salicon(formats)
+    _register_import_csv(formats)
+    _register_import_mit1003(formats)
 
+
+def _register_import_pysaliency(formats: argparse._SubParsersAction) -> None:
     p = formats.add_parser("pysaliency", help="pysaliency stimuli + fixations HDF5 files")
     p.add_argument("--stimuli", type=Path, required=True, help="FileStimuli or Stimuli .hdf5")
     p.add_argument("--fixations", type=Path, required=True, help="Fixations, FixationTrains or ScanpathFixations .hdf5")
@@ -53,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _output_options(p, outside=True)
     p.set_defaults(func=run_import)
 
+
+def _register_import_salicon(formats: argparse._SubParsersAction) -> None:
     p = formats.add_parser("salicon", help="SALICON per-image .mat files (2015 or 2017 edition)")
     p.add_argument("root", type=Path, nargs="?", help="download folder with images/ and fixations/")
     p.add_argument("--split", default="train", choices=("train", "val"))
@@ -62,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _output_options(p, outside=True)
     p.set_defaults(func=run_import)
 
+
+def _register_import_csv(formats: argparse._SubParsersAction) -> None:
     p = formats.add_parser(
         "csv",
         help="a folder of images and a CSV table of fixations",
@@ -76,9 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--column", action="append", default=[], metavar="FIELD=HEADER", help="header of a field (repeatable)")
     p.add_argument("--one-based", action="store_true", help="coordinates count from 1 (MATLAB); 1 is subtracted")
     p.add_argument("--time-unit", default="unknown", help="unit of the t and duration columns, e.g. ms")
+    p.add_argument("--allow-outside-images", action="store_true", help="accept image paths that are absolute or lead out of --images")
+    p.add_argument("--drop-duplicates", action="store_true", help="remove rows that repeat an earlier row exactly (default: keep and count them)")
     _output_options(p, outside=True)
     p.set_defaults(func=run_import)
 
+
+def _register_import_mit1003(formats: argparse._SubParsersAction) -> None:
     p = formats.add_parser("mit1003", help="MIT1003: a pysaliency export or the output of Judd's MATLAB code")
     p.add_argument("root", type=Path, help="folder with MIT1003/ (pysaliency) or ALLSTIMULI/ and extracted/")
     p.add_argument("--extracted", type=Path, help="folder of <image>_<observer>.mat files (default ROOT/extracted)")
@@ -86,39 +118,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _output_options(p, outside=False)
     p.set_defaults(func=run_import)
 
+
+def _register_export(actions: argparse._SubParsersAction) -> None:
     exporter = actions.add_parser("export", help="write a dataset in another format")
     targets = exporter.add_subparsers(dest="format", metavar="FORMAT", required=True)
     p = targets.add_parser("pysaliency", help="FileStimuli + Fixations/FixationTrains HDF5 files")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--stimuli", type=Path, required=True, help="stimuli .hdf5 to write (images go beside it)")
     p.add_argument("--fixations", type=Path, required=True, help="fixations .hdf5 to write")
     p.set_defaults(func=run_export)
     p = targets.add_parser("csv", help="images/ folder + fixations.csv")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder to write")
     p.set_defaults(func=run_export)
 
+
+def _register_synthetic(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("synthetic", help="generate a synthetic dataset with known true densities")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--images", type=int, default=40, help="number of images (default 40)")
-    p.add_argument("--size", default="192x256", help="image size HxW in pixels (default 192x256)")
+    p.add_argument("--size", type=_pair("x"), default=(192, 256), help="image size HxW in pixels (default 192x256)")
     p.add_argument("--observers", type=int, default=8, help="observers per image (default 8)")
-    p.add_argument("--fixations", default="6-12", help="fixations per observer and image, LOW-HIGH (default 6-12)")
+    p.add_argument("--fixations", type=_pair("-"), default=(6, 12), help="fixations per observer and image, LOW-HIGH (default 6-12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_synthetic)
 
+
+def _register_default(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("default", help="print the path of the default synthetic dataset (generated on first use)")
     p.add_argument("--cache-dir", type=Path, help="cache folder (default $DEEPGAZE_HUB_CACHE or ~/.cache/deepgaze-hub)")
     p.set_defaults(func=run_default)
 
+
+def _register_folds(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("folds", help="image-wise k-fold assignment (stable under re-import)")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write image,id,fold rows to this CSV (default: print counts only)")
     p.set_defaults(func=run_folds)
 
+
+def _register_baselines(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser(
         "baselines",
         help="fit the centre bias (and the gold standard) and report their log-likelihoods",
@@ -128,10 +170,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "density. --template writes the (rows, cols) log-density template for DeepGaze.set_centerbias."
         ),
     )
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--out", type=Path, help="save the fitted centre bias (.npz, CenterBiasModel.load)")
     p.add_argument("--template", type=Path, help="save the centre-bias template as float32 .npy")
-    p.add_argument("--shape", default="256x256", help="template rows x cols (default 256x256, the model's)")
+    p.add_argument("--shape", type=_pair("x"), default=(256, 256), help="template rows x cols (default 256x256, the model's)")
     p.add_argument("--fold", type=int, help="fit on the training images of this fold only")
     p.add_argument("--k", type=int, default=10, help="number of folds for --fold")
     p.add_argument("--gold", action="store_true", help="also fit the gold standard")
@@ -151,6 +193,8 @@ def _output_options(parser: argparse.ArgumentParser, *, outside: bool) -> None:
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; --out takes the dataset file to write, e.g. {path / 'dataset.h5'}")
     if path.exists() and not overwrite:
         raise DatasetError(f"{path} exists; pass --overwrite to replace it")
 
@@ -168,7 +212,8 @@ def run_import(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         dataset = import_csv(
             args.table, args.images, args.out, columns=CsvColumns.from_pairs(args.column), one_based=args.one_based,
-            outside=args.outside, time_unit=args.time_unit, **common,
+            outside=args.outside, time_unit=args.time_unit, allow_outside_images=args.allow_outside_images,
+            drop_duplicates=args.drop_duplicates, **common,
         )
     else:
         dataset = import_mit1003(args.root, args.out, include_initial_fixation=args.include_initial_fixation, extracted=args.extracted, **common)
@@ -178,13 +223,15 @@ def run_import(args: argparse.Namespace) -> int:
         f"{meta.get('outside_count', 0)} outside their image ({meta.get('outside_policy')})",
         file=sys.stderr,
     )
+    if meta.get("duplicate_count"):
+        print(f"{meta['duplicate_count']} rows repeat an earlier row exactly ({meta.get('duplicates', 'kept')})", file=sys.stderr)
     if meta.get("ignored"):
         print(f"not imported (no place in the format): {', '.join(meta['ignored'])}", file=sys.stderr)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    dataset = FixationDataset.open(args.dataset)
+    dataset = open_dataset(args.dataset)
     if args.format == "pysaliency":
         kind = export_pysaliency(dataset, args.stimuli, args.fixations)
         print(f"wrote {args.stimuli} (FileStimuli) and {args.fixations} ({kind})", file=sys.stderr)
@@ -197,8 +244,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_synthetic(args: argparse.Namespace) -> int:
     _refuse_existing(args.out, args.overwrite)
     dataset = make_synthetic_dataset(
-        args.out, args.images, size=_pair(args.size, "x", "--size"), num_observers=args.observers,
-        fixations_per_observer=_pair(args.fixations, "-", "--fixations"), seed=args.seed, progress=True,
+        args.out, args.images, size=args.size, num_observers=args.observers,
+        fixations_per_observer=args.fixations, seed=args.seed, progress=True,
     )
     print(f"wrote {dataset.path}: {len(dataset)} images, {len(dataset.fixations)} fixations", file=sys.stderr)
     return 0
@@ -210,7 +257,7 @@ def run_default(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    summary = summarise(FixationDataset.open(args.dataset))
+    summary = summarise(open_dataset(args.dataset))
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -235,6 +282,7 @@ def summarise(dataset: FixationDataset) -> dict:
         "fixations per image": f"min {counts.min()}, mean {counts.mean():.1f}, max {counts.max()}" if len(counts) else "-",
         "observers": dataset.num_observers if len(fix) else 0,
         "observers per image": round(per_observer / max(len(dataset), 1), 2),
+        "duplicate fixations": int(duplicate_mask(fix).sum()),
         "scanpaths": len(np.unique(fix.scanpath[fix.scanpath >= 0])),
         "with time": int((~np.isnan(fix.t)).sum()),
         "with duration": int((~np.isnan(fix.duration)).sum()),
@@ -245,7 +293,7 @@ def summarise(dataset: FixationDataset) -> dict:
 
 
 def run_folds(args: argparse.Namespace) -> int:
-    dataset = FixationDataset.open(args.dataset)
+    dataset = open_dataset(args.dataset)
     folds = kfold_assignments(dataset, k=args.k, seed=args.seed)
     fixation_folds = folds[dataset.fixations.image]
     for fold in range(args.k):
@@ -259,10 +307,7 @@ def run_folds(args: argparse.Namespace) -> int:
 
 
 def run_baselines(args: argparse.Namespace) -> int:
-    from ..baselines import fit_centerbias, fit_gold_standard
-    from ..data.splits import kfold_split
-
-    dataset = FixationDataset.open(args.dataset)
+    dataset = open_dataset(args.dataset)
     images = None
     if args.fold is not None:
         images, _ = kfold_split(dataset, args.fold, k=args.k)
@@ -275,7 +320,7 @@ def run_baselines(args: argparse.Namespace) -> int:
     if args.out:
         centerbias.save(args.out)
     if args.template:
-        atomic_save_npy(args.template, centerbias.template(_pair(args.shape, "x", "--shape")).numpy())
+        atomic_save_npy(args.template, centerbias.template(args.shape).numpy())
     if args.gold:
         gold = fit_gold_standard(dataset, centerbias, images, device=args.device)
         print(
@@ -285,9 +330,14 @@ def run_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pair(text: str, separator: str, option: str) -> tuple[int, int]:
-    try:
-        first, second = (int(part) for part in text.lower().split(separator))
-        return first, second
-    except ValueError:
-        raise DatasetError(f"{option} takes two whole numbers separated by {separator!r}, got {text!r}") from None
+def _pair(separator: str):
+    """An argparse type: two whole numbers separated by ``separator`` (a usage error otherwise)."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            first, second = (int(part) for part in text.lower().split(separator))
+            return first, second
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes two whole numbers separated by {separator!r}, got {text!r}") from None
+
+    return parse

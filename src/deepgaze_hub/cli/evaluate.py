@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EMBEDDED = "embedded"
+from ..data.embedded import EMBEDDED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,26 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import FixationDataset, default_dataset
-    from ..errors import DeepGazeError
+    from ..data import open_dataset
     from ..evaluation.evaluate import evaluate_model
     from ..evaluation.export import export_mit_submission, export_pysaliency_hdf5
     from ..evaluation.report import write_report
-    from ..hub.resolve import load_any
+    from ..hub import load
 
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.folds is not None:
         crossval = {"folds": args.folds, "fold_seed": args.fold_seed}
     else:
         crossval = args.crossval
-    if args.data == EMBEDDED:
-        dataset = default_dataset()
-    elif Path(args.data).is_file():
-        dataset = FixationDataset.open(args.data)
-    else:
-        raise DeepGazeError(f"--data {args.data}: no such dataset file; import data with `deepgaze-hub data import ...` or use --data {EMBEDDED}")
+    dataset = open_dataset(args.data)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_any(args.model, revision=args.revision, map_location=device)
+    model = load(args.model, revision=args.revision, map_location=device)
 
     report = evaluate_model(
         model,

@@ -33,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "list",
         help="list the named models of the registry",
-        description="List the models of the registry (hub_configs/): name, status, backbone, members, Hub repo.",
+        description=(
+            "List the models of the registry (hub_configs/): name, status, backbone, members, Hub repo. "
+            "Load one by name: `--model NAME` on the command line, deepgaze_hub.load(NAME) in Python, "
+            'or torch.hub.load("deepgaze-hub/deepgaze-hub", NAME with _ for -).'
+        ),
     )
     parser.add_argument("--published", action="store_true", help="only models whose weights are published")
     parser.set_defaults(func=run_list)

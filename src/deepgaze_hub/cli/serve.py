@@ -1,20 +1,32 @@
-"""``deepgaze-hub serve``: the prediction web service (JSON API and web page) for one model."""
+"""``deepgaze-hub serve``: the prediction web service (JSON API and web page) for one model.
+
+The limit and batching options are generated from the fields of `ServiceSettings` (their type,
+default and help text), so that each setting is described in one place (service/settings.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
+import os
 import sys
+import typing
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..errors import DeepGazeError
-from ..service.settings import ServiceSettings
+from ..errors import ConfigError, DeepGazeError
+from ..hub import MODEL_HELP, load
+from ..io.typed import field_help
+from ..service.settings import ServiceSettings, check_token
 
-MIB = 2**20
+#: Environment variable holding the service's token (preferred to --token: not shown by ps).
+TOKEN_ENV = "DEEPGAZE_HUB_TOKEN"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = ServiceSettings()
     parser = subparsers.add_parser(
         "serve",
         help="serve predictions over HTTP: a JSON API and a web page",
@@ -23,15 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "download the results) and a JSON API (POST /v1/predict with the image file as the body, "
             "GET /v1/models, GET /healthz, GET /openapi.json). Concurrent requests are batched on the "
             "model. Every limit below refuses a request with a 4xx JSON error and the service goes on. "
-            "There is no authentication: serve on a trusted network or behind a proxy that adds it."
+            f"With a token ({TOKEN_ENV}=..., --token-file or --token), /v1/* needs "
+            "'Authorization: Bearer <token>' (the page asks for it); without one, serve on a trusted "
+            "network or behind a proxy that authenticates."
         ),
     )
+    parser.add_argument("--model", required=True, help=f"the model: {MODEL_HELP}")
     parser.add_argument(
-        "--model",
-        required=True,
-        help="registry name (deepgaze-hub list), model directory (save_pretrained) or Hub repo id",
+        "--revision", default=None, help="Hub revision (commit hash) when --model is hf-hub:OWNER/NAME"
     )
-    parser.add_argument("--revision", default=None, help="Hub revision (commit hash) when --model is a repo id")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -43,88 +55,104 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="torch device of the model (default: cuda when available, else cpu)",
     )
-    limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=defaults.max_upload_bytes / MIB,
-        help="largest upload in MiB (default: %(default)g)",
+    access = parser.add_argument_group("access")
+    access.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help=f"file holding the token that /v1/* requests must send as 'Authorization: Bearer <token>' "
+        f"(default: the environment variable {TOKEN_ENV}; none: no authentication)",
     )
-    limits.add_argument(
-        "--max-pixels",
-        type=int,
-        default=defaults.max_pixels,
-        help="largest image, width x height (default: %(default)d)",
+    access.add_argument(
+        "--token",
+        default=None,
+        help=f"the token itself (visible to other users in the process list: prefer {TOKEN_ENV} or --token-file)",
     )
-    limits.add_argument(
-        "--formats",
-        default=",".join(defaults.image_formats),
-        help="accepted image formats, Pillow names (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--timeout",
-        type=float,
-        default=defaults.request_timeout_s,
-        help="per-request time limit in seconds (default: %(default)g)",
-    )
-    limits.add_argument(
-        "--max-queue",
-        type=int,
-        default=defaults.max_queue,
-        help="requests served at once; more get 429 (default: %(default)d)",
-    )
-    limits.add_argument(
-        "--max-fixations",
-        type=int,
-        default=defaults.max_fixations,
-        help="most fixations one request may sample (default: %(default)d)",
-    )
-    limits.add_argument(
-        "--result-cache-mb",
-        type=float,
-        default=defaults.result_cache_bytes / MIB,
-        help="recent results kept for redraws and downloads, MiB (default: %(default)g)",
-    )
-    batching = parser.add_argument_group("batching")
-    batching.add_argument(
-        "--max-batch",
-        type=int,
-        default=defaults.max_batch,
-        help="images per forward pass; 1 turns batching off (default: %(default)d)",
-    )
-    batching.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=defaults.batch_wait_ms,
-        help="how long a request waits for others to share its batch (default: %(default)g)",
-    )
-    batching.add_argument(
-        "--max-batch-pixels",
-        type=int,
-        default=defaults.max_batch_pixels,
-        help="pixels per forward pass in all (default: %(default)d)",
-    )
+    add_settings_options(parser, ServiceSettings)
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
-    return ServiceSettings(
-        max_upload_bytes=int(args.max_upload_mb * MIB),
-        max_pixels=args.max_pixels,
-        image_formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
-        request_timeout_s=args.timeout,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        max_batch_pixels=args.max_batch_pixels,
-        max_queue=args.max_queue,
-        max_fixations=args.max_fixations,
-        result_cache_bytes=int(args.result_cache_mb * MIB),
-    )
+# -- options generated from the settings dataclass -------------------------------------------------
+def _options(cls: type) -> list[tuple[dataclasses.Field, Any, dict[str, Any]]]:
+    hints = typing.get_type_hints(cls)
+    return [(field, hints[field.name], field.metadata.get("cli", {})) for field in dataclasses.fields(cls)]
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_settings_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of the dataclass ``cls`` (name, type, default and help from the field)."""
+    defaults = cls()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field, tp, cli in _options(cls):
+        group_name = cli.get("group") or "settings"
+        group = groups.get(group_name) or groups.setdefault(group_name, parser.add_argument_group(group_name))
+        flag = cli.get("flag") or "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        text = (field_help(field) or field.name).replace("%", "%%")
+        if tp is bool:
+            action = "store_true" if not default else argparse.BooleanOptionalAction
+            group.add_argument(flag, dest=field.name, action=action, default=default, help=text)
+            continue
+        if tp == tuple[str, ...]:
+            kind, shown = _comma_list, ",".join(default)
+        elif cli.get("scale"):
+            kind, shown = float, f"{default / cli['scale']:g} {cli.get('unit') or ''}".strip()
+        else:
+            kind, shown = tp, f"{default:g}" if isinstance(default, float) else str(default)
+        metavar = _metavar(field.name, tp, cli)
+        group.add_argument(flag, dest=field.name, type=kind, default=None, metavar=metavar, help=f"{text} (default: {shown})")
+
+
+def _metavar(name: str, tp: Any, cli: dict[str, Any]) -> str:
+    if cli.get("unit"):
+        return cli["unit"].upper()
+    if tp == tuple[str, ...]:
+        return "A,B,..."
+    return "SECONDS" if name.endswith("_s") else "MS" if name.endswith("_ms") else "N"
+
+
+def settings_from_args(args: argparse.Namespace, cls: type = ServiceSettings) -> Any:
+    """The dataclass ``cls`` from the options `add_settings_options` added (ConfigError if out of bounds)."""
+    values = {}
+    for field, tp, cli in _options(cls):
+        value = getattr(args, field.name)
+        if value is None:
+            continue
+        if cli.get("scale") and tp is not bool:
+            value = value * cli["scale"]
+            value = int(round(value)) if tp is int else value
+        values[field.name] = value
+    return cls(**values)
+
+
+# -- the command -----------------------------------------------------------------------------------
+def read_token(args: argparse.Namespace) -> str | None:
+    """The token from --token, else --token-file, else the environment; None: no authentication."""
+    if args.token is not None:
+        return args.token
+    if args.token_file is not None:
+        try:
+            return args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read the token file {args.token_file} ({error}); check --token-file") from None
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    token = read_token(args)
+    check_token(token)
     try:
         from ..service.app import create_app
         from ..service.server import bind_socket, socket_url, uvicorn_server
@@ -132,13 +160,17 @@ def run(args: argparse.Namespace) -> int:
         raise DeepGazeError(
             f"deepgaze-hub serve needs the web stack ({error.name} is missing): pip install 'deepgaze-hub[serve]'"
         ) from None
-    from ..hub.resolve import load_any
-
     sock = bind_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
         print(f"loading model {args.model} on {args.device}", file=sys.stderr)
-        model = load_any(args.model, revision=args.revision, map_location=args.device)
-        app = create_app(model, settings, name=args.model)
+        model = load(args.model, revision=args.revision, map_location=args.device)
+        app = create_app(model, settings, name=args.model, token=token)
+        if token is None and not _is_loopback(args.host):
+            print(
+                f"deepgaze-hub serve: warning: no token, anyone who can reach {args.host} can use the service "
+                f"(set {TOKEN_ENV} or --token-file)",
+                file=sys.stderr,
+            )
         print(
             f"deepgaze-hub serve: serving {args.model} at {socket_url(sock)}/ (Ctrl+C to stop)",
             file=sys.stderr,

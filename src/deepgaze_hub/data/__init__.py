@@ -4,14 +4,15 @@
   DataLoader-safe reading; atomic writing (`FixationDataset.create`).
 * `Fixations` (``fixations``): the per-fixation record, validation and the outside-image policy.
 * ``formats``: import from pysaliency, SALICON, MIT1003 and CSV; export to pysaliency and CSV.
+* ``layout``: the checks every value read from a dataset file goes through before it is used.
 * ``synthetic``: scenes with an exactly known fixation density; `default_dataset` (``embedded``)
-  is a small instance generated on first use.
+  is a small instance generated on first use. `open_dataset` is the one way to open what a user
+  named: `EMBEDDED` (``"embedded"``) for the default dataset, else a dataset file.
 * ``splits``: image-wise k-fold assignments keyed on content ids.
 """
 
-from .dataset import FORMAT_VERSION, FixationDataset
-from .embedded import default_dataset, embedded_dataset_path
-from .errors import DatasetError
+from .dataset import FixationDataset
+from .embedded import EMBEDDED, default_dataset, embedded_dataset_path, open_dataset
 from .fixations import OUTSIDE_POLICIES, Fixations
 from .formats import (
     CsvColumns,
@@ -22,14 +23,15 @@ from .formats import (
     import_pysaliency,
     import_salicon,
 )
+from .layout import FORMAT_VERSION
 from .splits import image_set_digest, kfold_assignments, kfold_split
 from .synthetic import make_synthetic_dataset
 
 __all__ = [
+    "EMBEDDED",
     "FORMAT_VERSION",
     "OUTSIDE_POLICIES",
     "CsvColumns",
-    "DatasetError",
     "FixationDataset",
     "Fixations",
     "default_dataset",
@@ -44,4 +46,5 @@ __all__ = [
     "kfold_assignments",
     "kfold_split",
     "make_synthetic_dataset",
+    "open_dataset",
 ]

@@ -15,6 +15,10 @@ Design decisions
 * **Fixations outside their image** never enter a stored dataset: importers apply an explicit
   policy (drop / clip / error, `fixations.apply_outside_policy`) and record how many were affected
   in the metadata (``outside_policy``, ``outside_count``); `open` re-validates every fixation.
+* **Nothing read from a file is trusted.** `open` checks every attribute, array shape and type,
+  count and image size (against the stored image's header) before using it
+  (`deepgaze_hub.data.layout`), so a damaged or tampered file is a `DatasetError` naming the file,
+  the field and the image, never a huge allocation or a traceback.
 * **Lazy, process-safe reading.** `open` reads the small tables (sizes, ids, names, fixations) and
   closes the file again. Image bytes and true densities are read on demand through an HDF5 handle
   that is opened *per process* (re-opened after a fork) and dropped when pickled, so a dataset can
@@ -66,15 +70,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import DatasetError
 from ..io.atomic import atomic_path
 from ..io.images import load_image, open_image
 from ..version import __version__
-from .errors import DatasetError
 from .fixations import FIELDS, Fixations, check_image_indices, validate_fixations
+from .layout import FORMAT_NAME, FORMAT_VERSION, check_image_sizes, read_fixations, read_header, read_strings
 from .stimuli import decode, pixel_id, read_source
-
-FORMAT_NAME = "deepgaze-hub fixation dataset"
-FORMAT_VERSION = 1
 
 ImageSource = bytes | str | Path
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -109,36 +111,27 @@ class FixationDataset:
     # -- reading ---------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike) -> FixationDataset:
-        """Open and validate a dataset file; images are read lazily later."""
+        """Open and validate a dataset file; images are read lazily later.
+
+        Every value the file declares is checked before it is used (`deepgaze_hub.data.layout`),
+        including each stored image size against the header of the stored image; a file that
+        fails a check raises `DatasetError` naming it, the field and the image.
+        """
         path = Path(path)
+        if path.is_dir():
+            raise DatasetError(f"{path}: is a folder, not a dataset file")
         if not path.is_file():
             raise DatasetError(f"{path}: no such dataset file")
         try:
             with h5py.File(path, "r") as f:
-                fmt, version = _text(f.attrs.get("format", "")), f.attrs.get("format_version")
-                if fmt != FORMAT_NAME or version is None:
-                    raise DatasetError(
-                        f"{path}: not a deepgaze-hub fixation dataset (format attribute {fmt!r}); "
-                        "convert data with `deepgaze-hub data import ...`"
-                    )
-                if int(version) > FORMAT_VERSION:
-                    raise DatasetError(
-                        f"{path}: dataset format version {int(version)} is newer than this deepgaze-hub "
-                        f"reads ({FORMAT_VERSION}); upgrade deepgaze-hub"
-                    )
-                num_images = _require(f, "images/encoded", path).shape[0]
-                names = _strings(_require(f, "images/name", path))
-                ids = _strings(_require(f, "images/id", path))
-                sizes = _require(f, "images/size", path)[()]
-                offsets = _require(f, "fixations/offsets", path)[()]
-                fixations = _read_fixations(f, slice(None), path)
-                observers = _strings(f["observers/name"]) if "observers/name" in f else None
-                metadata = json.loads(_text(f.attrs.get("metadata", "{}")))
-                has_truth = "truth" in f
-                if has_truth:
-                    missing = [i for i in range(num_images) if str(i) not in f["truth"]]
-                    if missing:
-                        raise DatasetError(f"{path}: truth/ lacks the true density of images {missing[:5]}")
+                header = read_header(f, path)
+                names = read_strings(f["images/name"])
+                ids = read_strings(f["images/id"])
+                sizes = f["images/size"][()].astype(np.int64)
+                check_image_sizes(f, header, sizes, names, path)
+                offsets = f["fixations/offsets"][()].astype(np.int64)
+                fixations = read_fixations(f, slice(None), path)
+                observers = read_strings(f["observers/name"]) if header.has_observer_names else None
         except DatasetError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as error:
@@ -146,22 +139,10 @@ class FixationDataset:
                 f"{path}: cannot read the dataset ({error}); the file is truncated, corrupt or not a "
                 "deepgaze-hub dataset"
             ) from None
-        if not (len(names) == len(ids) == len(sizes) == num_images and len(offsets) == num_images + 1):
-            raise DatasetError(
-                f"{path}: inconsistent image tables ({num_images} images, {len(names)} names, "
-                f"{len(ids)} ids, {len(sizes)} sizes, {len(offsets)} offsets)"
-            )
-        if sizes.ndim != 2 or sizes.shape[1] != 2 or (num_images and sizes.min() < 1):
-            raise DatasetError(f"{path}: images/size must be (N, 2) positive (H, W), got {sizes.shape}")
-        validate_fixations(fixations, sizes, str(path))
-        expected = np.searchsorted(fixations.image, np.arange(num_images + 1))
-        if np.any(np.diff(fixations.image) < 0) or not np.array_equal(offsets, expected):
-            raise DatasetError(f"{path}: fixations are not sorted by image or fixations/offsets is wrong")
-        if observers is not None and len(fixations) and fixations.observer.max() >= len(observers):
-            raise DatasetError(f"{path}: observer ids exceed the {len(observers)} observer names")
+        _check_tables(path, fixations, sizes, offsets, observers)
         return cls(
             path, names=names, ids=ids, sizes=sizes, offsets=offsets, observer_names=observers,
-            metadata=metadata, has_truth=has_truth, fixations=fixations,
+            metadata=header.metadata, has_truth=header.has_truth, fixations=fixations,
         )
 
     def __len__(self) -> int:
@@ -175,7 +156,7 @@ class FixationDataset:
     def fixations(self) -> Fixations:
         """All fixations, sorted by image (cached in this process; not pickled)."""
         if self._fixations is None:
-            self._fixations = _read_fixations(self._file(), slice(None), self.path)
+            self._fixations = read_fixations(self._file(), slice(None), self.path)
         return self._fixations
 
     def fixations_of(self, index: int) -> Fixations:
@@ -183,7 +164,7 @@ class FixationDataset:
         rows = slice(int(self._offsets[self._check(index)]), int(self._offsets[index + 1]))
         if self._fixations is not None:
             return self._fixations[rows]
-        return _read_fixations(self._file(), rows, self.path)
+        return read_fixations(self._file(), rows, self.path)
 
     @property
     def fixation_counts(self) -> np.ndarray:
@@ -207,7 +188,11 @@ class FixationDataset:
     def load_image(self, index: int) -> torch.Tensor:
         """Image ``index`` as the model's input: float32 (3, H, W) with values in [0, 255]."""
         name = f"{self.path}: image {index} ({self.image_names[self._check(index)]})"
-        return load_image(open_image(self.image_bytes(index), name), name)
+        image = load_image(open_image(self.image_bytes(index), name), name)
+        expected = tuple(int(v) for v in self.image_sizes[index])
+        if tuple(image.shape[1:]) != expected:
+            raise DatasetError(f"{name}: decodes to {tuple(image.shape[1:])} (H, W), the dataset says {expected}; the file is corrupt or was tampered with")
+        return image
 
     def true_log_density(self, index: int) -> np.ndarray | None:
         """The true log density (float64 (H, W), natural log, sums to 1) or None if unknown."""
@@ -273,22 +258,12 @@ class FixationDataset:
         """
         path = Path(path)
         where = str(path)
-        num_images = len(images)
+        if path.is_dir():
+            raise DatasetError(f"{path}: is a folder; give the dataset file to write, e.g. {path / 'dataset.h5'}")
         names = _image_names(images, image_names, where)
-        check_image_indices(fixations, num_images, where)
-        if image_sizes is not None:
-            image_sizes = np.asarray(image_sizes, dtype=np.int64)
-            if image_sizes.shape != (num_images, 2):
-                raise DatasetError(f"{where}: image_sizes must be ({num_images}, 2), got {image_sizes.shape}")
-        if observer_names is not None:
-            observer_names = [str(name) for name in observer_names]
-            if len(fixations) and fixations.observer.max() >= len(observer_names):
-                raise DatasetError(f"{where}: observer ids go up to {fixations.observer.max()} but only {len(observer_names)} names were given")
-        if true_log_densities is not None and not callable(true_log_densities) and len(true_log_densities) != num_images:
-            raise DatasetError(f"{where}: {len(true_log_densities)} true densities for {num_images} images")
-        sort = np.argsort(fixations.image, kind="stable")
-        fixations = fixations[sort]
-        offsets = np.searchsorted(fixations.image, np.arange(num_images + 1)).astype(np.int64)
+        image_sizes, observer_names = _check_inputs(where, images, fixations, image_sizes, observer_names, true_log_densities)
+        fixations = fixations[np.argsort(fixations.image, kind="stable")]
+        offsets = np.searchsorted(fixations.image, np.arange(len(images) + 1)).astype(np.int64)
         meta = {"name": "", "description": "", "source": "", "time_unit": "unknown"}
         meta.update(metadata or {})
         meta["created_with"] = f"deepgaze-hub {__version__}"
@@ -297,37 +272,16 @@ class FixationDataset:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["metadata"] = json.dumps(meta, sort_keys=True)
-            encoded = f.create_dataset("images/encoded", (num_images,), dtype=h5py.vlen_dtype(np.uint8))
-            sizes = np.zeros((num_images, 2), np.int64)
-            ids = []
-            for i in tqdm(range(num_images), desc="images", unit="image", disable=not progress):
-                label = f"{where}: image {i} ({names[i]})"
-                data = read_source(images[i], label)
-                pixels = decode(data, label)
-                sizes[i] = pixels.shape[:2]
-                if image_sizes is not None and tuple(image_sizes[i]) != tuple(sizes[i]):
-                    raise DatasetError(
-                        f"{label}: decodes to {tuple(int(v) for v in sizes[i])} (H, W) but the source "
-                        f"gives its size as {tuple(int(v) for v in image_sizes[i])}"
-                    )
-                ids.append(pixel_id(pixels))
-                encoded[i] = np.frombuffer(data, np.uint8)
+            sizes, ids = _write_images(f, images, names, image_sizes, where, progress)
             validate_fixations(fixations, sizes, where)
-            f.create_dataset("images/name", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-            f.create_dataset("images/id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+            _write_strings(f, "images/name", names)
+            _write_strings(f, "images/id", ids)
             f.create_dataset("images/size", data=sizes)
-            for name in FIELDS:
-                _write_array(f, f"fixations/{name}", getattr(fixations, name))
-            for name, values in fixations.extra.items():
-                _write_array(f, f"fixations/extra/{name}", values)
-            f.create_dataset("fixations/offsets", data=offsets)
+            _write_fixations(f, fixations, offsets)
             if observer_names is not None:
-                f.create_dataset("observers/name", data=np.array(observer_names, dtype=object), dtype=h5py.string_dtype())
+                _write_strings(f, "observers/name", observer_names)
             if true_log_densities is not None:
-                group = f.create_group("truth")
-                for i in range(num_images):
-                    truth = true_log_densities(i) if callable(true_log_densities) else true_log_densities[i]
-                    group.create_dataset(str(i), data=_check_truth(truth, sizes[i], f"{where}: true density {i}"), **_COMPRESSION)
+                _write_truth(f, true_log_densities, sizes, where)
         return cls.open(path)
 
 
@@ -341,10 +295,77 @@ def _image_names(images: Sequence[ImageSource], image_names: Sequence[str] | Non
             raise DatasetError(f"{where}: {len(names)} image names for {len(images)} images")
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
+        if "\0" in name:
+            raise DatasetError(f"{where}: image name {name!r} of image {i} contains a NUL character, which a dataset cannot store")
         if not name or name in seen:
             raise DatasetError(f"{where}: image name {name!r} of image {i} is empty or repeats image {seen.get(name)}; names must be unique")
         seen[name] = i
     return names
+
+
+def _check_inputs(where, images, fixations, image_sizes, observer_names, true_log_densities):
+    """Check the arguments of `FixationDataset.create` against each other before writing anything."""
+    num_images = len(images)
+    check_image_indices(fixations, num_images, where)
+    if image_sizes is not None:
+        image_sizes = np.asarray(image_sizes, dtype=np.int64)
+        if image_sizes.shape != (num_images, 2):
+            raise DatasetError(f"{where}: image_sizes must be ({num_images}, 2), got {image_sizes.shape}")
+    if observer_names is not None:
+        observer_names = [str(name) for name in observer_names]
+        if len(fixations) and fixations.observer.max() >= len(observer_names):
+            raise DatasetError(f"{where}: observer ids go up to {fixations.observer.max()} but only {len(observer_names)} names were given")
+        _refuse_nul(observer_names, "observer name", where)
+    if true_log_densities is not None and not callable(true_log_densities) and len(true_log_densities) != num_images:
+        raise DatasetError(f"{where}: {len(true_log_densities)} true densities for {num_images} images")
+    return image_sizes, observer_names
+
+
+def _write_images(f: h5py.File, images, names: list[str], image_sizes, where: str, progress: bool) -> tuple[np.ndarray, list[str]]:
+    """Store each image byte for byte after decoding it once; returns its (N, 2) (H, W) sizes and ids."""
+    num_images = len(images)
+    encoded = f.create_dataset("images/encoded", (num_images,), dtype=h5py.vlen_dtype(np.uint8))
+    sizes = np.zeros((num_images, 2), np.int64)
+    ids = []
+    for i in tqdm(range(num_images), desc="images", unit="image", disable=not progress):
+        label = f"{where}: image {i} ({names[i]})"
+        data = read_source(images[i], label)
+        pixels = decode(data, label)
+        sizes[i] = pixels.shape[:2]
+        if image_sizes is not None and tuple(image_sizes[i]) != tuple(sizes[i]):
+            raise DatasetError(
+                f"{label}: decodes to {tuple(int(v) for v in sizes[i])} (H, W) but the source "
+                f"gives its size as {tuple(int(v) for v in image_sizes[i])}"
+            )
+        ids.append(pixel_id(pixels))
+        encoded[i] = np.frombuffer(data, np.uint8)
+    return sizes, ids
+
+
+def _write_fixations(f: h5py.File, fixations: Fixations, offsets: np.ndarray) -> None:
+    for name in FIELDS:
+        _write_array(f, f"fixations/{name}", getattr(fixations, name))
+    for name, values in fixations.extra.items():
+        _write_array(f, f"fixations/extra/{name}", values)
+    f.create_dataset("fixations/offsets", data=offsets)
+
+
+def _write_truth(f: h5py.File, true_log_densities, sizes: np.ndarray, where: str) -> None:
+    group = f.create_group("truth")
+    for i in range(len(sizes)):
+        truth = true_log_densities(i) if callable(true_log_densities) else true_log_densities[i]
+        group.create_dataset(str(i), data=_check_truth(truth, sizes[i], f"{where}: true density {i}"), **_COMPRESSION)
+
+
+def _write_strings(f: h5py.File, name: str, values: Sequence[str]) -> None:
+    f.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+
+
+def _refuse_nul(values: Sequence[str], what: str, where: str) -> None:
+    """HDF5 strings cannot hold NUL characters: refuse them with the value's position."""
+    for i, value in enumerate(values):
+        if "\0" in value:
+            raise DatasetError(f"{where}: {what} {i} ({value!r}) contains a NUL character, which a dataset cannot store")
 
 
 def _check_truth(truth: np.ndarray, size: np.ndarray, where: str) -> np.ndarray:
@@ -368,23 +389,11 @@ def _write_array(f: h5py.File, name: str, values: np.ndarray) -> None:
     f.create_dataset(name, data=values, **(_COMPRESSION if len(values) else {}))
 
 
-def _require(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
-    if name not in f:
-        raise DatasetError(f"{path}: the dataset lacks {name!r}; it is truncated or not a deepgaze-hub dataset")
-    return f[name]
-
-
-def _read_fixations(f: h5py.File, rows: slice, path: Path) -> Fixations:
-    values = {name: _require(f, f"fixations/{name}", path)[rows] for name in FIELDS}
-    extra = {}
-    if "fixations/extra" in f:
-        extra = {name: dataset[rows] for name, dataset in f["fixations/extra"].items()}
-    return Fixations(**values, extra=extra)
-
-
-def _strings(dataset: h5py.Dataset) -> list[str]:
-    return [str(s) for s in dataset.asstr()[()]]
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+def _check_tables(path: Path, fixations: Fixations, sizes: np.ndarray, offsets: np.ndarray, observers: list[str] | None) -> None:
+    """Check the fixation table against the (already checked) image sizes and offsets."""
+    validate_fixations(fixations, sizes, str(path))
+    expected = np.searchsorted(fixations.image, np.arange(len(sizes) + 1))
+    if np.any(np.diff(fixations.image) < 0) or not np.array_equal(offsets, expected):
+        raise DatasetError(f"{path}: fixations are not sorted by image or fixations/offsets is wrong")
+    if observers is not None and len(fixations) and fixations.observer.max() >= len(observers):
+        raise DatasetError(f"{path}: observer ids exceed the {len(observers)} observer names")

@@ -11,6 +11,9 @@ safe (each writes its own temporary file; the rename is atomic). The file name c
 `GENERATOR_VERSION`, so a generator change never reuses a stale file. Image ids are pixel hashes,
 so folds are identical on every machine even if PNG encoders differ.
 
+`open_dataset` is the one way to turn a user's dataset argument into a dataset: the name
+`EMBEDDED` (``"embedded"``) means this default dataset, anything else a dataset file path.
+
 Cache folder: the ``cache_dir`` argument, else ``$DEEPGAZE_HUB_CACHE``, else
 ``$XDG_CACHE_HOME/deepgaze-hub``, else ``~/.cache/deepgaze-hub``; files go under ``datasets/``.
 """
@@ -20,9 +23,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import DatasetError
 from .dataset import FixationDataset
-from .errors import DatasetError
 from .synthetic import GENERATOR_VERSION, make_synthetic_dataset
+
+#: The name that stands for the default dataset wherever a dataset file path is accepted.
+EMBEDDED = "embedded"
 
 #: The generator settings of the default dataset.
 EMBEDDED_SETTINGS = {"num_images": 40, "size": (192, 256), "num_observers": 8, "fixations_per_observer": (6, 12), "seed": 2016}
@@ -52,3 +58,19 @@ def default_dataset(cache_dir: str | os.PathLike | None = None) -> FixationDatas
         except DatasetError:
             pass  # unreadable (e.g. damaged): generate it again
     return make_synthetic_dataset(path, name="deepgaze-hub default synthetic dataset", **EMBEDDED_SETTINGS)
+
+
+def open_dataset(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> FixationDataset:
+    """Open the dataset a user named: `EMBEDDED` (``"embedded"``) for the default dataset, else a file.
+
+    ``cache_dir`` only matters for the default dataset (see module docstring). A file that is
+    missing, unreadable or not a valid dataset raises `DatasetError` naming it.
+    """
+    if isinstance(name_or_path, str) and name_or_path == EMBEDDED:
+        return default_dataset(cache_dir)
+    path = Path(name_or_path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, not a dataset file; pass a .h5 file written by `deepgaze-hub data import` or {EMBEDDED!r}")
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such dataset file; pass a .h5 file written by `deepgaze-hub data import` or {EMBEDDED!r}")
+    return FixationDataset.open(path)

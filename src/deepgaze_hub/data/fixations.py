@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 #: The fields of a `Fixations` record, in storage order.
 FIELDS = ("image", "x", "y", "observer", "t", "duration", "scanpath", "order")
@@ -151,6 +151,22 @@ class Fixations:
         pairs = [(getattr(self, n), getattr(other, n)) for n in FIELDS]
         pairs += [(self.extra[n], other.extra[n]) for n in self.extra]
         return all(np.array_equal(a, b, equal_nan=a.dtype.kind == "f") for a, b in pairs)
+
+
+def duplicate_mask(fixations: Fixations) -> np.ndarray:
+    """Boolean (F,): the fixation repeats an earlier one exactly (every field and extra field equal).
+
+    Values are compared bit for bit, so NaN equals NaN (unknown time = unknown time). The first
+    occurrence is not marked, so ``fixations[~duplicate_mask(fixations)]`` keeps one of each.
+    """
+    if len(fixations) < 2:
+        return np.zeros(len(fixations), bool)
+    columns = [getattr(fixations, name) for name in FIELDS] + [fixations.extra[name] for name in sorted(fixations.extra)]
+    rows = np.ascontiguousarray(np.stack([np.asarray(c).view(np.int64) for c in columns], axis=1))
+    _, first = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel(), return_index=True)
+    mask = np.ones(len(fixations), bool)
+    mask[first] = False
+    return mask
 
 
 def inside_mask(fixations: Fixations, image_sizes: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ Hence
   ``folds[dataset.fixations.image]``, so no observer's fixations on a validation image are seen in
   training. Identical images (same id) also share a fold.
 
-Fold ``k`` is the validation set of ensemble member ``k`` (SPEC §1); the member trains on the rest.
+Fold ``k`` is the validation set of ensemble member ``k`` (docs/design.md, "Training"); the member trains on the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 
 def kfold_assignments(dataset_or_ids, k: int = 10, seed: int = 0) -> np.ndarray:

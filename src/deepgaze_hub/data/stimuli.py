@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io.images import ImageError, load_image, open_image
-from .errors import DatasetError
+from ..errors import DatasetError, ImageError
+from ..io.images import load_image, open_image
 
 #: Hex digits kept of the SHA-256 pixel hash (64 bits: collisions are negligible below 10^8 images).
 ID_LENGTH = 16
@@ -53,6 +53,20 @@ def displayed_size(source: bytes | str | Path, where: str) -> tuple[int, int]:
             orientation = None
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
+    return int(height), int(width)
+
+
+def stored_size(data: bytes, where: str) -> tuple[int, int]:
+    """(H, W) of encoded image bytes as stored, *before* EXIF orientation, from the header alone.
+
+    Cheaper than `displayed_size` (PNG EXIF may follow the pixel data, so reading it decodes the
+    image); a transposing orientation swaps the two.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as handle:
+            width, height = handle.size
+    except Exception as error:  # noqa: BLE001, PIL raises many types for unreadable headers
+        raise DatasetError(f"{where}: not an image Pillow can read ({error})") from None
     return int(height), int(width)
 
 

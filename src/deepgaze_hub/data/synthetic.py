@@ -14,7 +14,7 @@ less in total but more per pixel), ``visible_o`` is its unoccluded soft mask, ``
 from its centre, ``R_o`` its radius; the object term is blurred by ``gaze_blur`` (gaze scatter),
 and ``centre`` is a Gaussian with std ``centerbias_sigma`` of
 the image width (x) and height (y). Every observer draws independent fixations from ``p``
-(`deepgaze_hub.sampling.sample_fixations`), so the stored truth is the exact density of every
+(`deepgaze_hub.data.sampling.sample_fixations`), so the stored truth is the exact density of every
 fixation: the best any model can do.
 
 Observers make 6-12 fixations each by default, as ordered scanpaths with onsets and durations in
@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..sampling import sample_fixations
+from ..errors import DatasetError
 from .dataset import FixationDataset
-from .errors import DatasetError
 from .fixations import Fixations
+from .sampling import sample_fixations
 from .stimuli import encode_png
 
 #: Bump when a change to this module changes the generated data (it is part of cache keys).

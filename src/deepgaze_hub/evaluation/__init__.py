@@ -14,13 +14,13 @@ fixations are ``x`` (column), ``y`` (row) float pixels and ``n`` (image index), 
 and both averages.
 """
 
-from .evaluate import EvaluationError, evaluate_model, evaluate_predictions
+from .crossval import CrossvalInfo, held_out_members
+from .evaluate import evaluate_model, evaluate_predictions
 from .export import export_mit_submission, export_pysaliency_hdf5
 from .information import explained_information_gain, information_gain, log_likelihood
-from .inputs import MetricInputError
 from .metrics import auc, cc, kldiv, nss, sauc, sim
 from .probabilistic import METRICS, evaluate_log_densities
-from .report import EvaluationReport, write_report
+from .report import Column, EvaluationReport, Row, write_report
 from .results import ExplainedInformationGain, MetricResult
 from .saliency_maps import (
     blurred_density_maps,
@@ -32,11 +32,12 @@ from .saliency_maps import (
 
 __all__ = [
     "METRICS",
-    "EvaluationError",
+    "Column",
+    "CrossvalInfo",
     "EvaluationReport",
     "ExplainedInformationGain",
-    "MetricInputError",
     "MetricResult",
+    "Row",
     "auc",
     "blurred_density_maps",
     "cc",
@@ -45,6 +46,7 @@ __all__ = [
     "evaluate_log_densities",
     "evaluate_model",
     "evaluate_predictions",
+    "held_out_members",
     "explained_information_gain",
     "export_mit_submission",
     "export_pysaliency_hdf5",

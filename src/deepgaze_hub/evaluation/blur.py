@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .inputs import MetricInputError
+from ..errors import EvaluationError
 
 BORDER_MODES = ("reflect", "constant", "nearest")
 
@@ -22,9 +22,9 @@ def gaussian_matrix(
 ) -> torch.Tensor:
     """(size, size) matrix of a 1-d Gaussian blur of std ``sigma`` pixels with the given border rule."""
     if mode not in BORDER_MODES:
-        raise MetricInputError(f"blur border mode must be one of {BORDER_MODES}, got {mode!r}")
+        raise EvaluationError(f"blur border mode must be one of {BORDER_MODES}, got {mode!r}")
     if sigma < 0:
-        raise MetricInputError(f"blur sigma must be >= 0 pixels, got {sigma}")
+        raise EvaluationError(f"blur sigma must be >= 0 pixels, got {sigma}")
     radius = int(truncate * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, device=device)
     weights = torch.exp(-0.5 * offsets.to(torch.float64) ** 2 / max(sigma, 1e-300) ** 2) if radius else torch.ones(1, dtype=torch.float64, device=device)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -56,20 +55,19 @@ from ..baselines import (
     fit_centerbias,
     fit_gold_standard,
 )
-from ..data import DatasetError, FixationDataset, image_set_digest, kfold_assignments
-from ..errors import DeepGazeError
+from ..data import FixationDataset
+from ..errors import DatasetError, EvaluationError
+from .crossval import CrossvalInfo, dataset_label, held_out_members
 from .information import explained_information_gain
 from .probabilistic import METRICS, evaluate_log_densities
-from .report import COLUMNS, ROWS, EvaluationReport, write_report
+from .report import COLUMNS, ROWS, Column, EvaluationReport, Row, write_report
 from .results import MetricResult
 from .saliency_maps import EMPIRICAL_SIGMA, MODEL_SIGMA
 
 __all__ = [
-    "EvaluationError",
     "EvaluationReport",
     "evaluate_model",
     "evaluate_predictions",
-    "held_out_members",
     "model_log_densities",
     "write_report",
 ]
@@ -82,15 +80,11 @@ NORMALISATION_TOLERANCE = 1e-3
 _PER_OBSERVER_METRICS = ("LL", "AUC", "NSS")
 
 
-class EvaluationError(DeepGazeError, ValueError):
-    """An evaluation that cannot be done as asked; the message says why and what to do."""
-
-
 def evaluate_model(
     model,
     dataset: FixationDataset,
     *,
-    crossval: bool | Mapping[str, int] = False,
+    crossval: bool | Mapping[str, int] | CrossvalInfo = False,
     metrics: Sequence[str] | None = None,
     gold_standard: bool = True,
     empirical_sigma: float | None = None,
@@ -106,8 +100,8 @@ def evaluate_model(
         crossval: ``False``: the full mixture scores every image. ``True``: every image is scored
             by the member that did not train on it, as recorded in ``model.card_info.crossval``
             (the model must carry it, and its dataset name must match ``dataset``, see
-            `names_match`). A dict
-            ``{"folds": k, "fold_seed": s}`` states the folds explicitly instead.
+            `names_match`). A `CrossvalInfo` or a dict ``{"folds": k, "fold_seed": s}`` states
+            the folds explicitly instead.
         metrics: any of `METRICS` (default all); IG and LL are always computed.
         gold_standard: fit and score the gold standard (needs two observers on some image) and
             report the explained information gain.
@@ -140,90 +134,13 @@ def evaluate_model(
     return report
 
 
-def held_out_members(model, dataset: FixationDataset, crossval: bool | Mapping[str, int]) -> tuple[np.ndarray | None, dict | None]:
-    """The member that scores each image, int64 (N,), and the fold info used; ``(None, None)`` for the mixture.
-
-    Raises `EvaluationError` when ``crossval=True`` but the model has no fold info, was
-    cross-validated on a dataset of another name, or its fold count differs from its member count.
-    """
-    if crossval is False or crossval is None:
-        return None, None
-    if crossval is True:
-        info = getattr(getattr(model, "card_info", None), "crossval", None)
-        if not info:
-            raise EvaluationError(
-                "the model carries no cross-validation fold info (model card field crossval), so it is unknown "
-                "which member did not train on which image; evaluate the full mixture (without --crossval), or "
-                "state the folds explicitly (crossval={'folds': k, 'fold_seed': s}; CLI: --folds K --fold-seed S)"
-            )
-        trained_on = str(info.get("dataset", ""))
-        if "image_set" in info:  # the exact images the folds were drawn from (newer cards)
-            if info["image_set"] != image_set_digest(dataset):
-                raise EvaluationError(
-                    f"the model was cross-validated on another set of images ({info.get('images', '?')} images of "
-                    f"{trained_on!r}) than {dataset_label(dataset)!r} ({len(dataset)} images, {dataset.path}); folds "
-                    "depend on the whole image set, so its members may have trained on images they would score. "
-                    "Evaluate the full mixture (without --crossval) or use the dataset it was trained on."
-                )
-        elif not names_match(trained_on, dataset):
-            raise EvaluationError(
-                f"the model was cross-validated on dataset {trained_on!r} (model card), but the dataset given is "
-                f"{dataset_label(dataset)!r} ({dataset.path}); on other data its members may have trained on the "
-                "images they would score. Evaluate the full mixture (without --crossval), or, if this is the same "
-                f"data under another name, state the folds explicitly (CLI: --folds {info.get('folds')} "
-                f"--fold-seed {info.get('fold_seed', 0)})"
-            )
-    elif isinstance(crossval, Mapping):
-        unknown = sorted(set(crossval) - {"dataset", "folds", "fold_seed", "images", "image_set"})
-        if unknown or "folds" not in crossval:
-            raise EvaluationError(f"crossval must be True, False or {{'folds': k, 'fold_seed': s}}, got {dict(crossval)}")
-        info = dict(crossval)
-    else:
-        raise EvaluationError(f"crossval must be True, False or {{'folds': k, 'fold_seed': s}}, got {crossval!r}")
-    folds, seed = int(info["folds"]), int(info.get("fold_seed", 0))
-    if folds != model.num_members:
-        raise EvaluationError(
-            f"cross-validation with {folds} folds needs one member per fold, but the model has {model.num_members} "
-            "members; was it saved from another run, or were members selected on loading?"
-        )
-    try:
-        members = kfold_assignments(dataset, folds, seed)
-    except DatasetError as error:
-        raise EvaluationError(f"{dataset.path}: {error}; this is not the dataset the model was cross-validated on") from None
-    return members, {
-        "dataset": info.get("dataset", dataset_label(dataset)),
-        "folds": folds,
-        "fold_seed": seed,
-        "images": len(dataset),
-        "image_set": image_set_digest(dataset),
-    }
-
-
-def names_match(name: str, dataset: FixationDataset) -> bool:
-    """Whether ``name`` (a model card's dataset name) names ``dataset``.
-
-    True when all words of ``name`` (letters and digits, case-insensitive) occur in the dataset's
-    own name, its file name or its file stem: ``"mit1003"`` names a dataset called ``"MIT1003"``,
-    ``"synthetic"`` (the key of the synthetic recipe) the ``"deepgaze-hub default synthetic dataset"``.
-    """
-    words = set(_words(name))
-    if not words:
-        return False
-    candidates = [str(dataset.metadata.get("name", "")), dataset.path.name, dataset.path.stem]
-    return any(words <= set(_words(candidate)) for candidate in candidates)
-
-
-def dataset_label(dataset: FixationDataset) -> str:
-    return str(dataset.metadata.get("name") or dataset.path.stem)
-
-
-def describe_scoring(model, crossval: dict | None) -> str:
+def describe_scoring(model, crossval: CrossvalInfo | None) -> str:
     """How the model's densities were obtained, in words."""
     if crossval is None:
         return f"full mixture of all {model.num_members} members on every image"
     return (
         f"cross-validated: each image scored by the member that did not train on it "
-        f"({crossval['folds']} folds, fold seed {crossval['fold_seed']})"
+        f"({crossval.folds} folds, fold seed {crossval.fold_seed})"
     )
 
 
@@ -273,7 +190,7 @@ def evaluate_predictions(
     *,
     scoring: str = "log densities as given",
     members: np.ndarray | None = None,
-    crossval: dict | None = None,
+    crossval: CrossvalInfo | None = None,
     metrics: Sequence[str] | None = None,
     gold_standard: bool = True,
     empirical_sigma: float | None = None,
@@ -291,48 +208,15 @@ def evaluate_predictions(
     metrics = _checked_metrics(metrics)
     log_densities = _checked_predictions(log_densities, dataset)
     model_sigma, empirical = blur_sigmas(dataset, empirical_sigma)
-    fixations = dataset.fixations
-    n = torch.as_tensor(fixations.image)
-    num_images = len(dataset)
-    map_metrics = [m for m in metrics if m != "IG"]  # IG is derived from LL below
-
-    def score(maps, which: Sequence[str] = map_metrics) -> dict[str, MetricResult]:
-        return evaluate_log_densities(
-            maps, fixations.x, fixations.y, n, metrics=which, model_sigma=model_sigma, empirical_sigma=empirical
-        )
-
+    map_metrics = [m for m in metrics if m != "IG"]  # IG is derived from LL (see `_row`)
+    score = _scorer(dataset, model_sigma, empirical)
     centerbias = fit_centerbias(dataset)
-    results = {"centre bias": score(leave_one_image_out_centerbias(centerbias, dataset), [m for m in map_metrics if m != "sAUC"])}
-    if "sAUC" in map_metrics:  # one map for all images: see the module docstring
-        results["centre bias"].update(score([centerbias.log_density(tuple(size)) for size in dataset.image_sizes], ["sAUC"]))
-    results["model"] = score(log_densities)
-    gold = None
-    if gold_standard:
-        try:
-            gold = fit_gold_standard(dataset, centerbias)
-        except DatasetError as error:
-            raise EvaluationError(f"{dataset.path}: {error}; evaluate without the gold standard (--no-gold-standard)") from None
-        results["gold standard"] = gold_standard_scores(gold, dataset, map_metrics, score, progress)
-    if dataset.has_truth:
-        results["truth"] = score([torch.from_numpy(dataset.true_log_density(i)).float() for i in range(num_images)])
-
-    areas = dataset.image_sizes[:, 0] * dataset.image_sizes[:, 1]
-    uniform_ll = -torch.log(torch.as_tensor(areas, dtype=torch.float64))[n]
-    baseline_ll = results["centre bias"]["LL"].per_fixation
-    gold_ll = results["gold standard"]["LL"].per_fixation if gold is not None else None
-    rows, rows_over_images, per_row = {}, {}, {}
-    for name in [row for row in ROWS if row in results]:
-        rows[name], rows_over_images[name], per_row[name] = _row(results[name], uniform_ll, baseline_ll, gold_ll, n, num_images)
-
+    gold = _fitted_gold_standard(dataset, centerbias) if gold_standard else None
+    results = _row_results(log_densities, dataset, centerbias, gold, score, map_metrics, progress)
+    rows, rows_over_images, per_row = _tables(results, dataset)
     report = EvaluationReport(
         model_name=model_name,
-        dataset={
-            "name": dataset_label(dataset),
-            "path": str(dataset.path),
-            "images": num_images,
-            "fixations": len(fixations),
-            "observers": dataset.num_observers,
-        },
+        dataset=_dataset_summary(dataset),
         scoring=scoring,
         crossval=crossval,
         rows=rows,
@@ -343,6 +227,73 @@ def evaluate_predictions(
     )
     report.seconds = time.perf_counter() - started
     return report
+
+
+Scorer = Callable[..., dict[str, MetricResult]]
+
+
+def _scorer(dataset: FixationDataset, model_sigma: float, empirical_sigma: float) -> Scorer:
+    """``score(maps, metrics)``: `evaluate_log_densities` of per-image maps on the dataset's fixations."""
+    fixations = dataset.fixations
+    n = torch.as_tensor(fixations.image)
+
+    def score(maps, metrics: Sequence[str]) -> dict[str, MetricResult]:
+        return evaluate_log_densities(
+            maps, fixations.x, fixations.y, n, metrics=metrics, model_sigma=model_sigma, empirical_sigma=empirical_sigma
+        )
+
+    return score
+
+
+def _fitted_gold_standard(dataset: FixationDataset, centerbias: CenterBiasModel) -> GoldStandardModel:
+    try:
+        return fit_gold_standard(dataset, centerbias)
+    except DatasetError as error:
+        raise EvaluationError(f"{dataset.path}: {error}; evaluate without the gold standard (--no-gold-standard)") from None
+
+
+def _row_results(
+    log_densities: list[torch.Tensor],
+    dataset: FixationDataset,
+    centerbias: CenterBiasModel,
+    gold: GoldStandardModel | None,
+    score: Scorer,
+    metrics: Sequence[str],
+    progress: bool,
+) -> dict[Row, dict[str, MetricResult]]:
+    """Every row's metric results; each row's maps are made after the previous row's are released."""
+    results = {Row.CENTRE_BIAS: score(leave_one_image_out_centerbias(centerbias, dataset), [m for m in metrics if m != "sAUC"])}
+    if "sAUC" in metrics:  # one map for all images: see the module docstring
+        results[Row.CENTRE_BIAS].update(score([centerbias.log_density(tuple(size)) for size in dataset.image_sizes], ["sAUC"]))
+    results[Row.MODEL] = score(log_densities, metrics)
+    if gold is not None:
+        results[Row.GOLD_STANDARD] = gold_standard_scores(gold, dataset, metrics, score, progress)
+    if dataset.has_truth:
+        results[Row.TRUTH] = score([torch.from_numpy(dataset.true_log_density(i)).float() for i in range(len(dataset))], metrics)
+    return results
+
+
+def _tables(results: dict[Row, dict[str, MetricResult]], dataset: FixationDataset) -> tuple[dict, dict, dict]:
+    """(rows, rows over images, per-image values) of the report, IG against uniform and the centre bias added."""
+    n = torch.as_tensor(dataset.fixations.image)
+    areas = dataset.image_sizes[:, 0] * dataset.image_sizes[:, 1]
+    uniform_ll = -torch.log(torch.as_tensor(areas, dtype=torch.float64))[n]
+    baseline_ll = results[Row.CENTRE_BIAS]["LL"].per_fixation
+    gold_ll = results[Row.GOLD_STANDARD]["LL"].per_fixation if Row.GOLD_STANDARD in results else None
+    rows, rows_over_images, per_row = {}, {}, {}
+    for name in [row for row in ROWS if row in results]:
+        rows[name], rows_over_images[name], per_row[name] = _row(results[name], uniform_ll, baseline_ll, gold_ll, n, len(dataset))
+    return rows, rows_over_images, per_row
+
+
+def _dataset_summary(dataset: FixationDataset) -> dict[str, Any]:
+    return {
+        "name": dataset_label(dataset),
+        "path": str(dataset.path),
+        "images": len(dataset),
+        "fixations": len(dataset.fixations),
+        "observers": dataset.num_observers,
+    }
 
 
 def blur_sigmas(dataset: FixationDataset, empirical_sigma: float | None = None) -> tuple[float, float]:
@@ -411,33 +362,33 @@ def _row(results: dict[str, MetricResult], uniform_ll, baseline_ll, gold_ll, n: 
     """
     ll = results["LL"].per_fixation
     scores = {
-        "IG vs uniform": MetricResult.from_fixations("IG", (ll - uniform_ll) / math.log(2), n, num_images),
-        "IG vs centre bias": MetricResult.from_fixations("IG", (ll - baseline_ll) / math.log(2), n, num_images),
-        **results,
+        Column.IG_VS_UNIFORM: MetricResult.from_fixations("IG", (ll - uniform_ll) / math.log(2), n, num_images),
+        Column.IG_VS_CENTRE_BIAS: MetricResult.from_fixations("IG", (ll - baseline_ll) / math.log(2), n, num_images),
+        **{Column(metric): result for metric, result in results.items()},
     }
     row = {column: float(r.value) for column, r in scores.items()}
     over_images = {column: float(r.mean_over_images) for column, r in scores.items()}
     per_image = {column: r.per_image for column, r in scores.items()}
     if gold_ll is not None:
         explained = explained_information_gain(ll, baseline_ll, gold_ll, n, num_images)
-        row["explained IG"] = float(explained.over_fixations)
-        over_images["explained IG"] = float(explained.over_images)
-        per_image["explained IG"] = explained.per_image
+        row[Column.EXPLAINED_IG] = float(explained.over_fixations)
+        over_images[Column.EXPLAINED_IG] = float(explained.over_images)
+        per_image[Column.EXPLAINED_IG] = explained.per_image
     return tuple({column: values[column] for column in COLUMNS if column in values} for values in (row, over_images, per_image))
 
 
 def _per_image(dataset: FixationDataset, members: np.ndarray | None, per_row: dict) -> list[dict[str, Any]]:
-    model = per_row["model"]
-    columns = {"ig_model": model["IG vs centre bias"]}
-    for row, key in (("gold standard", "ig_gold_standard"), ("truth", "ig_truth")):
+    model = per_row[Row.MODEL]
+    columns = {"ig_model": model[Column.IG_VS_CENTRE_BIAS]}
+    for row, key in ((Row.GOLD_STANDARD, "ig_gold_standard"), (Row.TRUTH, "ig_truth")):
         if row in per_row:
-            columns[key] = per_row[row]["IG vs centre bias"]
-    columns["ll_model"] = model["LL"]
-    for metric in ("AUC", "NSS"):
+            columns[key] = per_row[row][Column.IG_VS_CENTRE_BIAS]
+    columns["ll_model"] = model[Column.LL]
+    for metric in (Column.AUC, Column.NSS):
         if metric in model:
             columns[f"{metric.lower()}_model"] = model[metric]
-    if "explained IG" in model:
-        columns["explained_ig_model"] = model["explained IG"]
+    if Column.EXPLAINED_IG in model:
+        columns["explained_ig_model"] = model[Column.EXPLAINED_IG]
     entries = []
     for i, count in enumerate(dataset.fixation_counts):
         entry = {
@@ -529,7 +480,3 @@ def _checked_predictions(log_densities, dataset: FixationDataset) -> list[torch.
             )
         checked.append(values)
     return checked
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())

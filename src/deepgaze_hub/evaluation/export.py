@@ -33,17 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DeepGazeError
+from ..errors import EvaluationError
 from ..io.atomic import atomic_path
 
 #: Root attribute ``type`` of pysaliency's prediction files.
 PYSALIENCY_PREDICTIONS_TYPE = "pysaliency.precomputed_models.predictions"
 #: How far ``logsumexp`` of a log density may be from 0 for pysaliency's HDF5Model.
 NORMALISATION_TOLERANCE = 0.01
-
-
-class ExportError(DeepGazeError, ValueError):
-    """Predictions that cannot be exported as asked; the message names the image."""
 
 
 def minimal_unique_names(filenames: Sequence[str | os.PathLike]) -> list[str]:
@@ -106,7 +102,7 @@ def export_mit_submission(
     (JPEG at ``quality``) or ``"png"`` (lossless). Returns the written paths.
     """
     if image_format not in ("jpg", "png"):
-        raise ExportError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+        raise EvaluationError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     stems = [Path(f).stem for f in filenames]
     _check_unique(stems, "submission file names (image stems)")
     directory = Path(directory)
@@ -140,16 +136,16 @@ def saliency_map_to_uint8(saliency_map: np.ndarray) -> np.ndarray:
 def _as_map(prediction, name: str, log_densities: bool) -> np.ndarray:
     array = prediction.detach().cpu().numpy() if isinstance(prediction, torch.Tensor) else np.asarray(prediction)
     if array.ndim != 2 or min(array.shape) < 1:
-        raise ExportError(f"{name}: expected an (H, W) map, got shape {array.shape}")
+        raise EvaluationError(f"{name}: expected an (H, W) map, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if np.isnan(array).any() or np.isposinf(array).any() or (not log_densities and np.isneginf(array).any()):
-        raise ExportError(f"{name}: the map contains NaN or infinite values")
+        raise EvaluationError(f"{name}: the map contains NaN or infinite values")
     if log_densities:
         top = array.max()
         log_sum = float(top + np.log(np.exp(array.astype(np.float64) - top).sum())) if np.isfinite(top) else float("-inf")
         if not abs(log_sum) <= NORMALISATION_TOLERANCE:
-            raise ExportError(
+            raise EvaluationError(
                 f"{name}: not a normalised log density (logsumexp = {log_sum:.4g}, must be within "
                 f"{NORMALISATION_TOLERANCE} of 0); pass log_densities=False to export saliency maps"
             )
@@ -160,7 +156,7 @@ def _check_unique(names: list[str], what: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise ExportError(f"two images map to the same {what}: {name!r}; rename one of them")
+            raise EvaluationError(f"two images map to the same {what}: {name!r}; rename one of them")
         seen.add(name)
 
 
@@ -169,4 +165,4 @@ def _check_count(written: int, expected: int, maps) -> None:
     extra = len(maps) > expected if hasattr(maps, "__len__") else next(iter(maps), None) is not None
     if written != expected or extra:
         more = "more" if extra else f"only {written}"
-        raise ExportError(f"got {more} maps for {expected} image file names; they must match one to one")
+        raise EvaluationError(f"got {more} maps for {expected} image file names; they must match one to one")

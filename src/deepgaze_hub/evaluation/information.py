@@ -19,12 +19,12 @@ import math
 
 import torch
 
+from ..errors import EvaluationError
 from .inputs import (
     ArrayLike,
-    Fixations,
     Maps,
     MapsLike,
-    MetricInputError,
+    ScoredFixations,
     read_at_fixations,
 )
 from .results import ExplainedInformationGain, MetricResult
@@ -37,7 +37,7 @@ def log_likelihood(log_densities: MapsLike, x: ArrayLike, y: ArrayLike, n: Array
     ``x``, ``y``, ``n``: (F,) column, row (float pixels) and image index of each fixation.
     """
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
     values = read_at_fixations(maps, fixations)
     return MetricResult.from_fixations("LL", values, fixations.n, len(maps))
 
@@ -56,24 +56,24 @@ def information_gain(
     IG of a model against itself is exactly 0.
     """
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
     model = read_at_fixations(maps, fixations)
     reference = baseline_log_likelihoods(baseline, maps, fixations)
     return MetricResult.from_fixations("IG", (model - reference) / math.log(2), fixations.n, len(maps))
 
 
-def baseline_log_likelihoods(baseline: MapsLike | None, maps: Maps, fixations: Fixations) -> torch.Tensor:
+def baseline_log_likelihoods(baseline: MapsLike | None, maps: Maps, fixations: ScoredFixations) -> torch.Tensor:
     """(F,) float64 log-likelihoods (nats) of the fixations under ``baseline`` (``None``: uniform)."""
     if baseline is None:
         return -torch.log((fixations.heights * fixations.widths).to(torch.float64))[fixations.n]
     base = Maps(baseline, "baseline", allow_neg_inf=True)
     if base.sizes != maps.sizes:
-        raise MetricInputError(
+        raise EvaluationError(
             "baseline: needs one log density per image with the same sizes as log_densities, "
             f"got {len(base)} maps for {len(maps)} images or different sizes"
         )
     if base.device != maps.device:
-        raise MetricInputError(f"baseline: is on {base.device}, log_densities on {maps.device}; put both on one device")
+        raise EvaluationError(f"baseline: is on {base.device}, log_densities on {maps.device}; put both on one device")
     return read_at_fixations(base, fixations)
 
 
@@ -95,17 +95,17 @@ def explained_information_gain(
     n_tensor = torch.as_tensor(n).long().flatten()
     lls = [torch.as_tensor(v).to(torch.float64).flatten().to(n_tensor.device) for v in (ll_model, ll_centerbias, ll_gold_standard)]
     if any(len(v) != len(n_tensor) for v in lls):
-        raise MetricInputError(
+        raise EvaluationError(
             "explained_information_gain: the three log-likelihood arrays and n must have one entry per fixation, "
             f"got lengths {[len(v) for v in lls]} and {len(n_tensor)}"
         )
     if len(n_tensor) == 0:
-        raise MetricInputError("explained_information_gain: no fixations given")
+        raise EvaluationError("explained_information_gain: no fixations given")
     if int(n_tensor.min()) < 0:
-        raise MetricInputError("explained_information_gain: image indices n must be >= 0")
+        raise EvaluationError("explained_information_gain: image indices n must be >= 0")
     num_images = int(n_tensor.max()) + 1 if num_images is None else int(num_images)
     if int(n_tensor.max()) >= num_images:
-        raise MetricInputError(f"explained_information_gain: n has indices >= num_images ({num_images})")
+        raise EvaluationError(f"explained_information_gain: n has indices >= num_images ({num_images})")
     model_ll, centerbias_ll, gold_ll = lls
     model = MetricResult.from_fixations("IG", (model_ll - centerbias_ll) / math.log(2), n_tensor, num_images)
     gold = MetricResult.from_fixations("IG", (gold_ll - centerbias_ll) / math.log(2), n_tensor, num_images)

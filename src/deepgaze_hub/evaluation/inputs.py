@@ -19,17 +19,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import DeepGazeError
+from ..errors import EvaluationError
 
 MapsLike = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
 #: Pixels processed together in one chunk (about 4 images of 1024 x 768).
 CHUNK_PIXELS = 1 << 22
-
-
-class MetricInputError(DeepGazeError, ValueError):
-    """Maps or fixations given to a metric are malformed; the message names the input."""
 
 
 class Maps:
@@ -45,7 +41,7 @@ class Maps:
         if isinstance(maps, (torch.Tensor, np.ndarray)):
             tensor = _as_float_tensor(maps, name)
             if tensor.ndim != 3:
-                raise MetricInputError(
+                raise EvaluationError(
                     f"{name}: expected a (B, H, W) batch or a list of (H, W) maps, got shape {tuple(tensor.shape)}"
                 )
             self._batch: torch.Tensor | None = tensor
@@ -57,15 +53,15 @@ class Maps:
             self._items = [_as_float_tensor(m, f"{name}[{i}]") for i, m in enumerate(maps)]
             for i, item in enumerate(self._items):
                 if item.ndim != 2:
-                    raise MetricInputError(f"{name}[{i}]: expected an (H, W) map, got shape {tuple(item.shape)}")
+                    raise EvaluationError(f"{name}[{i}]: expected an (H, W) map, got shape {tuple(item.shape)}")
             self.sizes = [tuple(item.shape) for item in self._items]
             devices = {item.device for item in self._items}
             if len(devices) > 1:
-                raise MetricInputError(f"{name}: all maps must be on one device, got {sorted(map(str, devices))}")
+                raise EvaluationError(f"{name}: all maps must be on one device, got {sorted(map(str, devices))}")
             self.device = devices.pop() if devices else torch.device("cpu")
         for i, (height, width) in enumerate(self.sizes):
             if height < 1 or width < 1:
-                raise MetricInputError(f"{name}[{i}]: empty map of size {(height, width)}")
+                raise EvaluationError(f"{name}[{i}]: empty map of size {(height, width)}")
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -107,22 +103,22 @@ class Maps:
         if bool(bad.any()):
             i = indices[int(bad.nonzero()[0, 0])]
             allowed = "finite values or -inf" if self.allow_neg_inf else "finite values"
-            raise MetricInputError(f"{self.name}[{i}]: contains NaN or infinite values; expected {allowed}")
+            raise EvaluationError(f"{self.name}[{i}]: contains NaN or infinite values; expected {allowed}")
 
 
 def _as_float_tensor(data, name: str) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(data)
     except (TypeError, ValueError, RuntimeError) as error:
-        raise MetricInputError(f"{name}: cannot be read as a numeric array ({error})") from None
+        raise EvaluationError(f"{name}: cannot be read as a numeric array ({error})") from None
     if tensor.dtype == torch.bool or tensor.is_complex():
-        raise MetricInputError(f"{name}: expected real numbers, got dtype {tensor.dtype}")
+        raise EvaluationError(f"{name}: expected real numbers, got dtype {tensor.dtype}")
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.float64)
     return tensor
 
 
-class Fixations:
+class ScoredFixations:
     """Checked fixation arrays and their pixel indices, grouped by image.
 
     Attributes: ``x``, ``y`` (F,) float64; ``n`` (F,) int64; ``pixel`` (F,) int64, the flat index
@@ -134,12 +130,12 @@ class Fixations:
         self.y = _as_vector(y, "y", torch.float64, device)
         self.n = _as_vector(n, "n", torch.int64, device)
         if not (len(self.x) == len(self.y) == len(self.n)):
-            raise MetricInputError(
+            raise EvaluationError(
                 f"fixations: x, y and n must have the same length, got {len(self.x)}, {len(self.y)}, {len(self.n)}"
             )
         self.num_images = len(sizes)
         if len(self.n) and (int(self.n.min()) < 0 or int(self.n.max()) >= self.num_images):
-            raise MetricInputError(
+            raise EvaluationError(
                 f"fixations: image indices n must lie in [0, {self.num_images}) for {self.num_images} maps, "
                 f"got values from {int(self.n.min())} to {int(self.n.max())}"
             )
@@ -151,7 +147,7 @@ class Fixations:
         outside = ~((self.x >= 0) & (self.x < width) & (self.y >= 0) & (self.y < height))
         if bool(outside.any()):
             k = int(outside.nonzero()[0, 0])
-            raise MetricInputError(
+            raise EvaluationError(
                 f"fixation #{k} (x={float(self.x[k])}, y={float(self.y[k])}) lies outside image {int(self.n[k])} "
                 f"of size {int(height[k])} x {int(width[k])} (rows x columns); fixations need 0 <= x < width and "
                 "0 <= y < height in pixels (x = column, y = row). Clip or drop them, or check for 1-based coordinates."
@@ -187,21 +183,21 @@ def _as_vector(data: ArrayLike, name: str, dtype: torch.dtype, device) -> torch.
     try:
         tensor = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data)
     except (TypeError, ValueError) as error:
-        raise MetricInputError(f"fixations: {name} cannot be read as a numeric array ({error})") from None
+        raise EvaluationError(f"fixations: {name} cannot be read as a numeric array ({error})") from None
     if tensor.ndim != 1:
-        raise MetricInputError(f"fixations: {name} must be 1-d, got shape {tuple(tensor.shape)}")
+        raise EvaluationError(f"fixations: {name} must be 1-d, got shape {tuple(tensor.shape)}")
     if dtype == torch.int64:
         if tensor.is_floating_point():
             if not bool(torch.all(tensor == tensor.round())):
-                raise MetricInputError("fixations: image indices n must be whole numbers")
+                raise EvaluationError("fixations: image indices n must be whole numbers")
         elif tensor.dtype == torch.bool:
-            raise MetricInputError("fixations: image indices n must be integers, got booleans")
+            raise EvaluationError("fixations: image indices n must be integers, got booleans")
     elif not bool(torch.isfinite(tensor.to(torch.float64)).all()):
-        raise MetricInputError(f"fixations: {name} contains NaN or infinite coordinates")
+        raise EvaluationError(f"fixations: {name} contains NaN or infinite coordinates")
     return tensor.to(device=device, dtype=dtype)
 
 
-def read_at_fixations(maps: Maps, fixations: Fixations) -> torch.Tensor:
+def read_at_fixations(maps: Maps, fixations: ScoredFixations) -> torch.Tensor:
     """Each fixation's map value ``map[int(y), int(x)]`` as an (F,) float64 tensor, input order."""
     values = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):

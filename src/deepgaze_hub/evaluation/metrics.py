@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .inputs import CHUNK_PIXELS, ArrayLike, Fixations, Maps, MapsLike, MetricInputError
+from ..errors import EvaluationError
+from .inputs import CHUNK_PIXELS, ArrayLike, Maps, MapsLike, ScoredFixations
 from .ranks import (
     auc_from_counts,
     counts_against_all_pixels,
@@ -46,7 +47,7 @@ def auc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ti
     """
     _check_ties(ties)
     maps = Maps(saliency_maps, "saliency_maps", allow_neg_inf=True)
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
     per_fixation = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
     scratch = Scratch()
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
@@ -67,7 +68,7 @@ def sauc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, t
     """
     _check_ties(ties)
     maps = Maps(saliency_maps, "saliency_maps", allow_neg_inf=True)
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
 
     def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
         return maps.stack(indices).reshape(len(indices), -1)[:, pixels]
@@ -83,7 +84,7 @@ def nss(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike) -> Me
     Unitless (standard deviations); mean per image.
     """
     maps = Maps(saliency_maps, "saliency_maps")
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
     per_fixation = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
     scratch = Scratch()
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
@@ -194,7 +195,7 @@ def _map_metric(name: str, kernel: Callable, saliency_maps: MapsLike, empirical_
     maps = Maps(saliency_maps, "saliency_maps")
     empirical = Maps(empirical_maps, "empirical_maps")
     if empirical.sizes != maps.sizes:
-        raise MetricInputError(
+        raise EvaluationError(
             f"empirical_maps: need one map per saliency map with the same size, got {len(empirical)} maps for "
             f"{len(maps)} or different sizes"
         )
@@ -207,7 +208,7 @@ def _map_metric(name: str, kernel: Callable, saliency_maps: MapsLike, empirical_
 
 def _check_ties(ties: str) -> None:
     if ties not in TIE_RULES:
-        raise MetricInputError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+        raise EvaluationError(f"ties must be one of {TIE_RULES}, got {ties!r}")
 
 
 # --------------------------------------------------------------------------- shuffled AUC
@@ -215,7 +216,7 @@ def _check_ties(ties: str) -> None:
 ValueReader = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
-def shuffled_auc_result(fixations: Fixations, sizes: Sequence[tuple[int, int]], read: ValueReader, ties: str) -> MetricResult:
+def shuffled_auc_result(fixations: ScoredFixations, sizes: Sequence[tuple[int, int]], read: ValueReader, ties: str) -> MetricResult:
     """sAUC of every fixation, reading map values through ``read(indices, pixels) -> (C, P)``.
 
     ``read`` returns the values of the maps of images ``indices`` (all of one size) at the flat

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import EvaluationError
 from .blur import gaussian_blur
 from .information import baseline_log_likelihoods
 from .inputs import (
     ArrayLike,
-    Fixations,
     Maps,
     MapsLike,
-    MetricInputError,
+    ScoredFixations,
     read_at_fixations,
 )
 from .metrics import (
@@ -83,11 +83,21 @@ def evaluate_log_densities(
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise MetricInputError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+        raise EvaluationError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
-    fixations = Fixations(x, y, n, maps.sizes, maps.device)
-    results: dict[str, MetricResult] = {}
+    fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
+    results = _information_scores(maps, fixations, metrics, baseline)
+    results.update(_chunked_scores(maps, fixations, metrics, model_sigma, empirical_sigma))
+    if "sAUC" in metrics:
+        results["sAUC"] = _shuffled_auc(maps, fixations, shuffle_compute_size)
+    return {name: results[name] for name in METRICS if name in results}
 
+
+def _information_scores(
+    maps: Maps, fixations: ScoredFixations, metrics: Sequence[str], baseline: MapsLike | None
+) -> dict[str, MetricResult]:
+    """LL (nats/fixation) and IG vs ``baseline`` (bits/fixation), each read at the fixations."""
+    results: dict[str, MetricResult] = {}
     if "LL" in metrics or "IG" in metrics:
         log_likelihoods = read_at_fixations(maps, fixations)
         if "LL" in metrics:
@@ -95,7 +105,13 @@ def evaluate_log_densities(
         if "IG" in metrics:
             reference = baseline_log_likelihoods(baseline, maps, fixations)
             results["IG"] = MetricResult.from_fixations("IG", (log_likelihoods - reference) / math.log(2), fixations.n, len(maps))
+    return results
 
+
+def _chunked_scores(
+    maps: Maps, fixations: ScoredFixations, metrics: Sequence[str], model_sigma: float, empirical_sigma: float
+) -> dict[str, MetricResult]:
+    """AUC and NSS (per fixation) and CC, KLDiv, SIM (per image), one chunk of equal-size maps at a time."""
     per_fixation = {m: _nan(len(fixations), maps.device) for m in ("AUC", "NSS") if m in metrics}
     per_image = {m: _nan(len(maps), maps.device) for m in _MAP_METRICS if m in metrics}
     if per_fixation or per_image:
@@ -113,21 +129,22 @@ def evaluate_log_densities(
                 index = torch.as_tensor(indices, device=maps.device)
                 for name, values in per_image.items():
                     values[index] = _MAP_METRICS[name](model_map, empirical)
-    for name, values in per_fixation.items():
-        results[name] = MetricResult.from_fixations(name, values, fixations.n, len(maps))
+    results = {name: MetricResult.from_fixations(name, values, fixations.n, len(maps)) for name, values in per_fixation.items()}
     for name, values in per_image.items():
         results[name] = MetricResult(name=name, per_image=values, fixation_counts=fixations.counts)
+    return results
 
-    if "sAUC" in metrics:
-        shuffled = ShuffledBaseline(maps, shuffle_compute_size)
 
-        def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
-            chunk = maps.stack(indices)
-            own = chunk.reshape(len(indices), -1)[:, pixels].to(torch.float64)
-            return own - shuffled.log_density_at(indices, chunk, pixels)
+def _shuffled_auc(maps: Maps, fixations: ScoredFixations, shuffle_compute_size: tuple[int, int] | None) -> MetricResult:
+    """sAUC of the log density divided by the shuffled baseline (the other images' mean density)."""
+    shuffled = ShuffledBaseline(maps, shuffle_compute_size)
 
-        results["sAUC"] = shuffled_auc_result(fixations, maps.sizes, read, "index")
-    return {name: results[name] for name in METRICS if name in results}
+    def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
+        chunk = maps.stack(indices)
+        own = chunk.reshape(len(indices), -1)[:, pixels].to(torch.float64)
+        return own - shuffled.log_density_at(indices, chunk, pixels)
+
+    return shuffled_auc_result(fixations, maps.sizes, read, "index")
 
 
 def _nan(length: int, device) -> torch.Tensor:

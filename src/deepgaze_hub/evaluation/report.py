@@ -25,23 +25,63 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_path, atomic_write_text
+from ..visualization.figures import scatter_figure
+from .crossval import CrossvalInfo
+
+
+
+class _Key(str, Enum):
+    """An enum whose members are their string values (what report.json uses), on every Python >= 3.10."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Column(_Key):
+    """The report's columns, in table order. Code names a column by its member; the value is the
+    column's key in ``report.json`` and its label in the table."""
+
+    IG_VS_UNIFORM = "IG vs uniform"
+    IG_VS_CENTRE_BIAS = "IG vs centre bias"
+    LL = "LL"
+    AUC = "AUC"
+    SAUC = "sAUC"
+    NSS = "NSS"
+    CC = "CC"
+    KLDIV = "KLDiv"
+    SIM = "SIM"
+    EXPLAINED_IG = "explained IG"
+
+
+class Row(_Key):
+    """The report's rows (models scored), in table order; the value is the key in ``report.json``."""
+
+    MODEL = "model"
+    CENTRE_BIAS = "centre bias"
+    GOLD_STANDARD = "gold standard"
+    TRUTH = "truth"
+
 
 #: The report's columns, in table order.
-COLUMNS = ("IG vs uniform", "IG vs centre bias", "LL", "AUC", "sAUC", "NSS", "CC", "KLDiv", "SIM", "explained IG")
+COLUMNS = tuple(Column)
 #: Units of the columns that have one.
 COLUMN_UNITS = {
-    "IG vs uniform": "bits/fix",
-    "IG vs centre bias": "bits/fix",
-    "LL": "nats/fix",
-    "KLDiv": "nats",
-    "explained IG": "fraction",
+    Column.IG_VS_UNIFORM: "bits/fix",
+    Column.IG_VS_CENTRE_BIAS: "bits/fix",
+    Column.LL: "nats/fix",
+    Column.KLDIV: "nats",
+    Column.EXPLAINED_IG: "fraction",
 }
 #: Row order of the table.
-ROWS = ("model", "centre bias", "gold standard", "truth")
+ROWS = tuple(Row)
 REPORT_FORMAT = "deepgaze-hub evaluation report"
 REPORT_VERSION = 1
 
@@ -54,9 +94,9 @@ class EvaluationReport:
         model_name: how the model is named in the table (its row key is always ``"model"``).
         dataset: ``name``, ``path``, ``images``, ``fixations``, ``observers``.
         scoring: how the model's densities were obtained, in words (cross-validated or full mixture).
-        crossval: ``{"dataset", "folds", "fold_seed"}`` when every image was scored by its held-out
-            member, else None.
-        rows: ``{row: {column: value}}`` with the benchmark's averaging.
+        crossval: the folds (`CrossvalInfo`) when every image was scored by its held-out member,
+            else None.
+        rows: ``{Row: {Column: value}}`` with the benchmark's averaging.
         rows_over_images: the same with every score averaged over images.
         per_image: one dict per image: ``index``, ``id``, ``name``, ``fixations``, ``member`` (which
             member scored it, None for the full mixture), ``ig_model`` / ``ig_gold_standard`` /
@@ -72,17 +112,55 @@ class EvaluationReport:
     model_name: str
     dataset: dict[str, Any]
     scoring: str
-    crossval: dict[str, Any] | None
-    rows: dict[str, dict[str, float]]
-    rows_over_images: dict[str, dict[str, float]]
+    crossval: CrossvalInfo | None
+    rows: dict[Row, dict[Column, float]]
+    rows_over_images: dict[Row, dict[Column, float]]
     per_image: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     log_densities: list | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
+        """The report `to_dict` (or ``report.json``) holds; None values of scores become NaN."""
+
+        def table(rows: dict[str, dict[str, float | None]]) -> dict[Row, dict[Column, float]]:
+            return {
+                Row(row): {Column(column): math.nan if value is None else float(value) for column, value in values.items()}
+                for row, values in rows.items()
+            }
+
+        crossval = data.get("crossval")
+        return cls(
+            model_name=data["model"],
+            dataset=data["dataset"],
+            scoring=data["scoring"],
+            crossval=CrossvalInfo(**crossval) if crossval else None,
+            rows=table(data["rows"]),
+            rows_over_images=table(data["rows_over_images"]),
+            per_image=data["per_image"],
+            settings=data.get("settings", {}),
+            notes=data.get("notes", []),
+            seconds=data.get("seconds") or 0.0,
+        )
+
+    def score(self, row: Row, column: Column) -> float | None:
+        """One cell of the table (benchmark averaging), None if the row or column is absent."""
+        return self.rows.get(row, {}).get(column)
+
     @property
-    def columns(self) -> list[str]:
+    def truth_fraction(self) -> float | None:
+        """IG of the model / IG of the true densities, both vs the centre bias (data with known
+        truth only; None otherwise or when the truth's IG is 0)."""
+        truth = self.score(Row.TRUTH, Column.IG_VS_CENTRE_BIAS)
+        model = self.score(Row.MODEL, Column.IG_VS_CENTRE_BIAS)
+        if not truth or model is None:
+            return None
+        return model / truth
+
+    @property
+    def columns(self) -> list[Column]:
         """The columns present (metrics not asked for are left out)."""
         present = {column for row in self.rows.values() for column in row}
         return [column for column in COLUMNS if column in present]
@@ -94,11 +172,11 @@ class EvaluationReport:
         ``over_fixations``: IG(model) / IG(gold standard), both vs the centre bias and averaged
         over all fixations; ``over_images``: both averaged over images first. None without a gold standard.
         """
-        if "explained IG" not in self.rows.get("model", {}):
+        if Column.EXPLAINED_IG not in self.rows.get(Row.MODEL, {}):
             return None
         return {
-            "over_fixations": self.rows["model"]["explained IG"],
-            "over_images": self.rows_over_images["model"]["explained IG"],
+            "over_fixations": self.rows[Row.MODEL][Column.EXPLAINED_IG],
+            "over_images": self.rows_over_images[Row.MODEL][Column.EXPLAINED_IG],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +188,7 @@ class EvaluationReport:
                 "model": self.model_name,
                 "dataset": self.dataset,
                 "scoring": self.scoring,
-                "crossval": self.crossval,
+                "crossval": None if self.crossval is None else self.crossval.to_dict(),
                 "columns": self.columns,
                 "units": {column: COLUMN_UNITS[column] for column in self.columns if column in COLUMN_UNITS},
                 "rows": self.rows,
@@ -139,7 +217,7 @@ class EvaluationReport:
             "|---|" + "---:|" * len(columns),
         ]
         for name in [row for row in ROWS if row in self.rows]:
-            label = self.model_name if name == "model" else name
+            label = self.model_name if name == Row.MODEL else str(name)
             values = self.rows[name]
             lines.append(f"| {_cell(label)} | " + " | ".join(_format(column, values.get(column)) for column in columns) + " |")
         explained = self.explained_information_gain
@@ -169,7 +247,7 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike) -> dict[s
     atomic_write_text(paths["json"], json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths["markdown"], report.to_markdown() + "\n")
     atomic_write_text(paths["per_image"], per_image_csv(report.per_image))
-    if "gold standard" in report.rows:
+    if Row.GOLD_STANDARD in report.rows:
         paths["figure"] = out / "ig_per_image.png"
         with atomic_path(paths["figure"]) as tmp:
             ig_figure(report).save(tmp, format="PNG")
@@ -189,8 +267,6 @@ def per_image_csv(per_image: list[dict[str, Any]]) -> str:
 
 def ig_figure(report: EvaluationReport):
     """Per-image IG vs the centre bias of the model (y) against the gold standard (x), as a PIL image."""
-    from ..visualization.figures import scatter_figure
-
     return scatter_figure(
         [entry["ig_gold_standard"] for entry in report.per_image],
         [entry["ig_model"] for entry in report.per_image],
@@ -200,15 +276,15 @@ def ig_figure(report: EvaluationReport):
     )
 
 
-def _header(column: str) -> str:
+def _header(column: Column) -> str:
     unit = COLUMN_UNITS.get(column)
-    return f"{column} ({unit})" if unit and unit != "fraction" else column
+    return f"{column} ({unit})" if unit and unit != "fraction" else str(column)
 
 
-def _format(column: str, value: float | None) -> str:
+def _format(column: Column, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if column == "explained IG":
+    if column == Column.EXPLAINED_IG:
         return _percent(value)
     return f"{value:.4f}"
 

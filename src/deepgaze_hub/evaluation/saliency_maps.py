@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .blur import gaussian_blur, gaussian_matrix
-from .inputs import ArrayLike, Fixations, Maps, MapsLike, MetricInputError
+from ..errors import EvaluationError
+from .inputs import ArrayLike, Maps, MapsLike, ScoredFixations
 
 #: Blur of the model density for the CC and KLDiv maps (pixels; the benchmark's MIT value).
 MODEL_SIGMA = 24.0
@@ -92,7 +93,7 @@ def empirical_saliency_maps(
     ``sizes``: (H, W) of every image; images without fixations get an all-zero map. float64.
     """
     sizes = [tuple(int(v) for v in size) for size in sizes]
-    fixations = Fixations(x, y, n, sizes, torch.device(device) if device is not None else torch.device("cpu"))
+    fixations = ScoredFixations(x, y, n, sizes, torch.device(device) if device is not None else torch.device("cpu"))
     out: list[torch.Tensor | None] = [None] * len(sizes)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, size in enumerate(sizes):
@@ -106,7 +107,7 @@ def empirical_saliency_maps(
 
 
 def empirical_chunk(
-    fixations: Fixations, indices: Sequence[int], size: tuple[int, int], sigma: float, mode: str
+    fixations: ScoredFixations, indices: Sequence[int], size: tuple[int, int], sigma: float, mode: str
 ) -> torch.Tensor:
     """(C, H, W) float64 empirical maps of images ``indices`` (all of ``size``).
 
@@ -136,7 +137,7 @@ class ShuffledBaseline:
 
     def __init__(self, maps: Maps, compute_size: tuple[int, int] | None = None) -> None:
         if len(maps) < 2:
-            raise MetricInputError("the shuffled baseline (sAUC) needs log densities of at least two images")
+            raise EvaluationError("the shuffled baseline (sAUC) needs log densities of at least two images")
         self.maps = maps
         self.native = compute_size is None and len(set(maps.sizes)) == 1
         self.size = tuple(maps.sizes[0]) if self.native else tuple(compute_size or SHUFFLE_COMPUTE_SIZE)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..errors import DeepGazeError
+from ..errors import WeightsError
 
 _CHUNK = 1 << 20
-
-
-class IntegrityError(DeepGazeError, RuntimeError):
-    """A file's sha256 differs from the one the registry pins; the message says what to do."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -24,11 +20,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def verify_sha256(path: str | Path, expected: str, where: str) -> None:
-    """Raise `IntegrityError` unless ``path`` has the sha256 ``expected``; ``where`` names its origin."""
+    """Raise `WeightsError` unless ``path`` has the sha256 ``expected``; ``where`` names its origin."""
     actual = file_sha256(path)
     if actual != expected.lower():
         stored = Path(path).resolve()  # in the Hugging Face cache, the blob behind the snapshot link
-        raise IntegrityError(
+        raise WeightsError(
             f"{where}: {Path(path).name} has sha256 {actual}, but {expected} is pinned. The local copy "
             f"{stored} is damaged or was modified, or the pin is wrong. Delete that file and load "
             "again to download a fresh copy; if the mismatch persists, report it to the publisher."

@@ -9,16 +9,11 @@ import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from ..errors import DeepGazeError
-from ..model.deepgaze import DeepGaze
-from ..model.serialization import CONFIG_FILE, WEIGHTS_FILE
+from ..errors import PublishError
+from ..model.files import hub_model_files
 from ..version import __version__
-from .download import resolve_model_files
 from .integrity import file_sha256
-
-
-class PublishError(DeepGazeError, RuntimeError):
-    """The Hub refused or failed a push; the message says why and what to do."""
+from .loader import load
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,7 @@ def push(
     the returned `Publication` holds what a registry entry pins. Needs a token with write access
     (``hf auth login``, ``HF_TOKEN`` or ``token=``).
     """
-    model = DeepGaze.from_pretrained(str(model_dir))
+    model = load(Path(model_dir))
     message = commit_message or f"Upload DeepGaze model with deepgaze-hub {__version__}"
     try:
         commit = model.push_to_hub(repo_id, private=private, branch=branch, commit_message=message, token=token)
@@ -72,6 +67,6 @@ def push(
             else "check the repo id and tag, then run the command again"
         )
         raise PublishError(f"the Hub refused the push to {repo_id} (HTTP {status}): {hint}. ({error})") from None
-    paths = resolve_model_files(repo_id, revision=commit.oid, token=token)
-    files = {name: file_sha256(path) for name, path in zip((CONFIG_FILE, WEIGHTS_FILE), paths)}
+    pushed = hub_model_files(repo_id, revision=commit.oid, token=token)
+    files = {path.name: file_sha256(path) for path in (pushed.config, pushed.weights)}
     return Publication(repo_id, commit.oid, commit.commit_url, files, revision_tag)

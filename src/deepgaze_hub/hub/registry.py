@@ -24,68 +24,91 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from ..errors import DeepGazeError
-from ..model.config import ConfigError, DeepGazeConfig
+from ..errors import ConfigError, ModelNotPublishedError
+from ..io.typed import bounded, parse, read_yaml, validate
+from ..model.card import CardMetric, ModelCardInfo
+from ..model.config import DeepGazeConfig, apply_overrides
 from ..model.deepgaze import DeepGaze
-from ..model.serialization import CONFIG_FILE, WEIGHTS_FILE, keep_members, load_model_files, read_config
-from .card import EvaluationResult, ModelCardInfo
-from .download import resolve_model_files
+from ..model.files import CONFIG_FILE, MODEL_FILES, hub_model_files, read_config
 from .integrity import verify_sha256
 
 #: Layout version of registry entries. Bump it when a field changes meaning.
 REGISTRY_FORMAT_VERSION = 1
 REGISTRY_DIRNAME = "hub_configs"
-PINNED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+#: The files whose sha256 a published entry pins.
+PINNED_FILES = MODEL_FILES
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FIELDS = {
-    "format_version", "name", "title", "description", "paper", "architecture", "hub", "recipe",
-    "datasets", "training", "evaluation", "licenses",
-}  # fmt: skip
-_HUB_FIELDS = {"repo_id", "revision", "files"}
-
-
-class RegistryError(DeepGazeError, ValueError):
-    """A registry entry that is missing, malformed or inconsistent; the message names the file."""
-
-
-class ModelNotPublishedError(RegistryError):
-    """The model is declared in the registry but its weights have not been published yet."""
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 @dataclass(frozen=True)
 class HubPin:
     """Where a published model lives: repo, pinned commit and the sha256 of each file read."""
 
-    repo_id: str
-    revision: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
+    repo_id: str = bounded(min_len=3, max_len=200, help="the Hugging Face repo, owner/name")
+    revision: str | None = bounded(None, max_len=100, help="full 40-digit commit hash, null until published")
+    files: dict[str, str] = bounded(
+        default_factory=dict, max_len=len(PINNED_FILES), help="sha256 of config.json and model.safetensors"
+    )
+
+    def __post_init__(self) -> None:
+        validate(self, "hub")
+
+    def problems(self) -> list[str]:
+        """What is wrong beyond types and lengths (empty if nothing)."""
+        if not _REPO_ID.fullmatch(self.repo_id):
+            return [f"hub needs repo_id: <owner>/<name>, got {self.repo_id!r}"]
+        unknown = sorted(set(self.files) - set(PINNED_FILES))
+        if unknown:
+            return [f"hub.files pins {unknown}; only {list(PINNED_FILES)} are read"]
+        if self.revision is None:
+            return []
+        if not _COMMIT.fullmatch(self.revision):
+            return [
+                "hub.revision must be a full 40-digit commit hash (branches and tags can move), "
+                f"got {self.revision!r}"
+            ]
+        missing = [name for name in PINNED_FILES if name not in self.files]
+        malformed = [name for name, digest in self.files.items() if not _SHA256.fullmatch(digest)]
+        if missing or malformed:
+            return [
+                f"a published entry pins the sha256 (64 hex digits) of {list(PINNED_FILES)}; "
+                f"missing {missing}, malformed {malformed}"
+            ]
+        return []
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """One parsed ``hub_configs/<name>.yaml`` (see the module docstring for the fields)."""
+    """One parsed ``hub_configs/<name>.yaml`` (see the module docstring for the fields).
 
-    name: str
-    title: str
-    description: str
-    architecture: dict[str, Any]
-    hub: HubPin
-    path: Path
-    recipe: str | None = None
-    paper: str | None = None
-    datasets: list[str] = field(default_factory=list)
-    training: str | None = None
-    evaluation: list[EvaluationResult] = field(default_factory=list)
-    licenses: dict[str, str] = field(default_factory=dict)
+    ``path`` is the file it was read from (not a field of the file).
+    """
+
+    name: str = bounded(min_len=1, max_len=100, help="the model's name, equal to the file name")
+    architecture: dict[str, Any] = bounded(max_len=100, help="the DeepGazeConfig, as in config.json")
+    hub: HubPin = bounded(help="repo, pinned revision and sha256 of the files")
+    format_version: int = bounded(REGISTRY_FORMAT_VERSION, ge=1, le=REGISTRY_FORMAT_VERSION, help="entry layout")
+    title: str = bounded("", max_len=200, help="one-line title")
+    description: str = bounded("", max_len=10_000, help="a paragraph on the model")
+    paper: str | None = bounded(None, max_len=500, help="URL of the paper")
+    recipe: str | None = bounded(None, min_len=1, max_len=500, help="training recipe, a path under hub_configs/")
+    datasets: list[str] = bounded(default_factory=list, max_len=100, help="training datasets")
+    training: str | None = bounded(None, max_len=10_000, help="how it was trained")
+    evaluation: list[CardMetric] = bounded(default_factory=list, max_len=1000, help="evaluation table rows")
+    licenses: dict[str, str] = bounded(default_factory=dict, max_len=100, help="extra terms, {what: licence}")
+    path: Path = field(default=Path(), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate(self, "registry entry")
 
     @property
     def published(self) -> bool:
@@ -98,18 +121,14 @@ class RegistryEntry:
 
     def config(self, overrides: dict[str, Any] | None = None) -> DeepGazeConfig:
         """The architecture with ``overrides`` (config fields; ``backbone`` may be a partial mapping)."""
-        data = _with_overrides(self.architecture, overrides or {})
-        try:
-            return DeepGazeConfig.from_dict(data)
-        except ConfigError as error:
-            raise ConfigError(f"{self.name}: {error}") from error
+        return apply_overrides(self.architecture, overrides or {}, where=f"{self.path}: architecture")
 
     def card_info(self) -> ModelCardInfo:
         """What this entry says for a model card (evaluation only if the weights are published)."""
         return ModelCardInfo(
             name=self.name,
-            title=self.title,
-            summary=self.description,
+            title=self.title or self.name,
+            summary=self.description.strip(),
             datasets=list(self.datasets),
             recipe=self.recipe,
             training=self.training,
@@ -125,7 +144,7 @@ class Registry:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_directory()
         if not self.directory.is_dir():
-            raise RegistryError(f"model registry {self.directory} does not exist or is not a directory")
+            raise ConfigError(f"model registry {self.directory} does not exist or is not a directory")
 
     def names(self) -> list[str]:
         return sorted(path.stem for path in self.directory.glob("*.yaml"))
@@ -133,13 +152,17 @@ class Registry:
     def entries(self) -> list[RegistryEntry]:
         return [self.get(name) for name in self.names()]
 
+    def canonical(self, name: str) -> str | None:
+        """``name`` as the registry spells it (``deepgaze2_vgg19`` -> ``deepgaze2-vgg19``), or None."""
+        canonical = name.replace("_", "-")
+        return canonical if canonical in self.names() else None
+
     def get(self, name: str) -> RegistryEntry:
         """The entry ``name`` (``deepgaze2-vgg19``; the hubconf spelling ``deepgaze2_vgg19`` works too)."""
-        canonical = name.replace("_", "-")
-        path = self.directory / f"{canonical}.yaml"
-        if not path.is_file():
-            raise RegistryError(f"no model named {name!r} in the registry {self.directory}; known: {self.names()}")
-        return parse_entry(path)
+        canonical = self.canonical(name)
+        if canonical is None:
+            raise ConfigError(f"no model named {name!r} in the registry {self.directory}; known: {self.names()}")
+        return parse_entry(self.directory / f"{canonical}.yaml")
 
     def load(
         self,
@@ -150,13 +173,13 @@ class Registry:
         map_location: str | torch.device = "cpu",
         **overrides: Any,
     ) -> DeepGaze:
-        """See `load`."""
+        """The model ``name``; see `deepgaze_hub.hub.load`, which is how to call this."""
         entry = self.get(name)
         if not pretrained:
             model = DeepGaze(entry.config(overrides))
             model.card_info = entry.card_info()
             if members is not None:
-                model = keep_members(model, members)
+                model = model.select_members(members)
             return model.to(map_location)
         if not entry.published:
             recipe = self.directory / entry.recipe if entry.recipe else None
@@ -176,7 +199,7 @@ def default_directory() -> Path:
     for candidate in (package / REGISTRY_DIRNAME, package.parent.parent / REGISTRY_DIRNAME):
         if candidate.is_dir():
             return candidate
-    raise RegistryError(
+    raise ConfigError(
         f"the model registry ({REGISTRY_DIRNAME}/) is missing from this installation ({package}); "
         "reinstall deepgaze-hub, or pass registry=<path to a hub_configs directory>"
     )
@@ -188,138 +211,52 @@ def list_models(*, published_only: bool = False, registry: str | Path | None = N
     return [entry.name for entry in entries if entry.published or not published_only]
 
 
-def load(
-    name: str,
-    pretrained: bool = True,
-    members: Sequence[int] | None = None,
-    *,
-    registry: str | Path | None = None,
-    map_location: str | torch.device = "cpu",
-    **overrides: Any,
-) -> DeepGaze:
-    """The registry model ``name`` (see `list_models`), ready to use.
-
-    Args:
-        pretrained: download the published weights at the pinned revision and check their sha256
-            (``HF_HUB_OFFLINE=1`` works once they are cached); ``False`` builds the untrained
-            architecture (random readout, backbone weights from torchvision).
-        members: keep only these ensemble members, in this order (e.g. ``[3]``); ``None``: all.
-        registry: another ``hub_configs`` directory; default: this installation's.
-        map_location: device of the returned model.
-        overrides: `DeepGazeConfig` fields to change; ``backbone`` may be a partial mapping, e.g.
-            ``backbone={"weights": "/path/vgg19.safetensors"}``. With ``pretrained=True`` they must
-            keep the tensors' shapes (weights are loaded strictly).
-
-    Returns a `DeepGaze` in eval mode (``pretrained=True``) or as constructed (``False``).
-    """
-    return Registry(registry).load(name, pretrained, members, map_location=map_location, **overrides)
-
-
 def parse_entry(path: str | Path) -> RegistryEntry:
-    """Read and validate one registry file; `RegistryError` names the file and the field."""
+    """Read and check one registry file; `ConfigError` names the file, the field and what it allows."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RegistryError(f"cannot read registry entry {path}: {error}") from error
+    where = str(path)
+    data = read_yaml(path, "registry entry")
     if not isinstance(data, dict):
-        raise RegistryError(f"registry entry {path} is not a YAML mapping")
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise RegistryError(f"{path}: unknown fields {unknown}; known: {sorted(_FIELDS)}")
+        raise ConfigError(f"{where}: a registry entry must be a YAML mapping, got {type(data).__name__}")
     version = data.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= REGISTRY_FORMAT_VERSION:
-        raise RegistryError(
-            f"{path}: format_version {version!r} is not one this deepgaze-hub reads "
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= REGISTRY_FORMAT_VERSION:
+        raise ConfigError(
+            f"{where}: format_version {version!r} is not one this deepgaze-hub reads "
             f"(1 to {REGISTRY_FORMAT_VERSION}); upgrade with `pip install -U deepgaze-hub`"
         )
-    if data.get("name") != path.stem:
-        raise RegistryError(f"{path}: name {data.get('name')!r} must equal the file name {path.stem!r}")
-    if not isinstance(data.get("architecture"), dict):
-        raise RegistryError(f"{path}: architecture must be a mapping of DeepGazeConfig fields")
-    try:
-        evaluation = [EvaluationResult(**row) for row in data.get("evaluation") or []]
-    except TypeError as error:
-        raise RegistryError(f"{path}: evaluation rows need dataset, metric, value [, split, unit] ({error})") from None
-    entry = RegistryEntry(
-        name=path.stem,
-        title=str(data.get("title") or path.stem),
-        description=str(data.get("description") or "").strip(),
-        architecture=data["architecture"],
-        hub=_parse_hub(data.get("hub"), path),
-        path=path,
-        recipe=data.get("recipe"),
-        paper=data.get("paper"),
-        datasets=[str(name) for name in data.get("datasets") or []],
-        training=data.get("training"),
-        evaluation=evaluation,
-        licenses={str(k): str(v) for k, v in (data.get("licenses") or {}).items()},
-    )
-    try:
-        DeepGazeConfig.from_dict(entry.architecture)
-    except ConfigError as error:
-        raise RegistryError(f"{path}: architecture: {error}") from None
+    entry = parse(RegistryEntry, data, where)
+    object.__setattr__(entry, "path", path)
+    if entry.name != path.stem:
+        raise ConfigError(f"{where}: name {entry.name!r} must equal the file name {path.stem!r}")
+    problems = entry.hub.problems()
+    if problems:
+        raise ConfigError(f"{where}: {problems[0]}")
+    DeepGazeConfig.from_dict(entry.architecture, f"{where}: architecture")
     return entry
-
-
-def _parse_hub(hub: Any, path: Path) -> HubPin:
-    if not isinstance(hub, dict) or not isinstance(hub.get("repo_id"), str) or "/" not in hub["repo_id"]:
-        raise RegistryError(f"{path}: hub needs repo_id: <owner>/<name>")
-    unknown = sorted(set(hub) - _HUB_FIELDS)
-    if unknown:
-        raise RegistryError(f"{path}: unknown hub fields {unknown}; known: {sorted(_HUB_FIELDS)}")
-    revision, files = hub.get("revision"), dict(hub.get("files") or {})
-    if revision is None:
-        return HubPin(hub["repo_id"], None, files)
-    if not isinstance(revision, str) or not _COMMIT.fullmatch(revision):
-        raise RegistryError(
-            f"{path}: hub.revision must be a full 40-digit commit hash (branches and tags can move), got {revision!r}"
-        )
-    missing = [name for name in PINNED_FILES if name not in files]
-    malformed = [name for name, digest in files.items() if not (isinstance(digest, str) and _SHA256.fullmatch(digest))]
-    if missing or malformed:
-        raise RegistryError(
-            f"{path}: a published entry pins the sha256 (64 hex digits) of {list(PINNED_FILES)}; "
-            f"missing {missing}, malformed {malformed}"
-        )
-    return HubPin(hub["repo_id"], revision, files)
 
 
 def _load_published(
     entry: RegistryEntry, members: Sequence[int] | None, overrides: dict[str, Any], map_location
 ) -> DeepGaze:
-    where = f"{entry.name} ({entry.hub.repo_id}@{entry.hub.revision})"
-    paths = dict(zip(PINNED_FILES, resolve_model_files(entry.hub.repo_id, revision=entry.hub.revision)))
-    for filename, path in paths.items():
-        verify_sha256(path, entry.hub.files[filename], where)
-    published = read_config(paths[CONFIG_FILE], where).to_dict()
+    files = hub_model_files(entry.hub.repo_id, revision=entry.hub.revision)
+    where = f"{entry.name} ({files.where})"
+    for path in (files.config, files.weights):
+        verify_sha256(path, entry.hub.files[path.name], where)
+    published = read_config(files.config, where).to_dict()
     declared = entry.config().to_dict()
     if published != declared:
-        raise RegistryError(
-            f"{where}: the architecture in {entry.path} differs from the published config.json in "
+        raise ConfigError(
+            f"{where}: the architecture in {entry.path} differs from the published {CONFIG_FILE} in "
             f"{_differences(declared, published)}; fix the registry entry"
         )
-    return load_model_files(
-        DeepGaze,
+    return DeepGaze.from_files(
         entry.config(overrides),
-        paths[WEIGHTS_FILE],
+        files.weights,
         where=where,
         members=members,
         map_location=map_location,
         card_info=entry.card_info(),
     )
-
-
-def _with_overrides(architecture: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = {key: dict(value) if isinstance(value, dict) else value for key, value in architecture.items()}
-    for key, value in overrides.items():
-        if is_dataclass(value):
-            value = asdict(value)
-        if key == "backbone" and isinstance(value, dict):
-            data["backbone"] = {**data.get("backbone", {}), **value}
-        else:
-            data[key] = value
-    return data
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

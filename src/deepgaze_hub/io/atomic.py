@@ -9,12 +9,50 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+#: Temporary files are named ``.<final name>.<12 hex digits>.partial`` beside their final name.
+PARTIAL_SUFFIX = ".partial"
+_TAG_LENGTH = 12
+_PARTIAL_NAME = re.compile(r"\..+\.[0-9a-f]{%d}%s" % (_TAG_LENGTH, re.escape(PARTIAL_SUFFIX)))
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether a file name is one of `atomic_path`'s temporary files."""
+    return _PARTIAL_NAME.fullmatch(name) is not None
+
+
+def remove_stale_partials(folder: str | os.PathLike, older_than_s: float = 60.0) -> list[Path]:
+    """Delete the temporary files that killed writers left under ``folder``; return their paths.
+
+    Only regular files named like `atomic_path`'s temporaries (see `is_partial_name`) and last
+    modified more than ``older_than_s`` seconds ago (so that a writer still running elsewhere
+    keeps its file) are removed; symbolic links are neither followed nor removed. A missing
+    ``folder`` is not an error.
+    """
+    removed: list[Path] = []
+    deadline = time.time() - older_than_s
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if not is_partial_name(name):
+                continue
+            path = Path(root, name)
+            try:
+                info = path.lstat()
+                if path.is_symlink() or not path.is_file() or info.st_mtime > deadline:
+                    continue
+                path.unlink()
+            except FileNotFoundError:  # its writer finished or removed it meanwhile
+                continue
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -26,7 +64,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.partial"
+    tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:_TAG_LENGTH]}{PARTIAL_SUFFIX}"
     # os.open with mode 0o666 honours the umask like a normal open (mkstemp would force 0o600)
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:

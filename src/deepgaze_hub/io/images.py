@@ -16,6 +16,9 @@ composited), as in the reference. Anything else raises `ImageError` naming the i
 from __future__ import annotations
 
 import io
+import os
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Union
 
@@ -23,75 +26,148 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DeepGazeError
+from ..errors import ImageError
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
 
 #: File suffixes taken as images when a folder is searched.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
+#: The largest image (width x height, in pixels) read by default: 40 million pixels. That is more
+#: than any common camera or an 8K UHD frame (33 Mpx), so real photographs pass at full size, while
+#: a decompression bomb (a small file declaring a huge image) is refused from its header before a
+#: single pixel is decoded. The model was trained on images of about 1024 pixels on the long side
+#: (~1 Mpx); at 40 Mpx the VGG-19 backbone already needs several GB. ``None`` disables the check.
+DEFAULT_MAX_PIXELS = 40_000_000
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "not enough memory", "can't allocate memory", "defaultcpuallocator")
 
-class ImageError(DeepGazeError, ValueError):
-    """An input image that cannot be used; the message names the input and says why."""
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure: Python's MemoryError, ``torch.OutOfMemoryError``
+    (CUDA) or a RuntimeError from an allocator (CPU "DefaultCPUAllocator: can't allocate memory",
+    MPS "out of memory")."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _OUT_OF_MEMORY_MARKERS)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    """Raise `ImageError` naming the image if width x height exceeds ``max_pixels`` (None: no limit).
+
+    Call it with the size read from the image header (``PIL.Image.open(...).size``, which decodes
+    nothing) to refuse an image before its pixels cost any memory.
+    """
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name}: refused, {width}x{height} = {width * height / 1e6:.1f} million pixels is more than "
+            f"the limit of {max_pixels / 1e6:g} million (max_pixels={max_pixels}); downscale the image, "
+            "or raise max_pixels (--max-pixels on the command line) if the memory is there"
+        )
 
 
 def describe(source: Any, index: int | None = None) -> str:
-    """A short name for an input in error messages: its path, or its type and position."""
+    """A short name for an input in error messages: its path, or its type and position.
+
+    A PIL image opened from a file is named by that file.
+    """
     if isinstance(source, (str, Path)):
         return str(source)
+    if isinstance(source, Image.Image) and getattr(source, "filename", None):
+        return str(source.filename)
     where = f"image #{index}" if index is not None else "image"
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return f"{where} ({type(source).__name__} {tuple(source.shape)}, {source.dtype})"
     return f"{where} ({type(source).__name__})"
 
 
-def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
-    """Open and fully decode an image file (or encoded bytes), EXIF orientation applied."""
+def open_image(
+    source: str | Path | bytes, name: str | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Open and fully decode an image file (or encoded bytes).
+
+    The pixel count is checked from the header (`check_pixels`) before anything is decoded;
+    EXIF orientation is applied later, by `load_image`. Every failure raises `ImageError` naming
+    the file: missing, empty, not an image, corrupt, too many pixels, out of memory.
+    """
     name = name or describe(source)
     try:
         if isinstance(source, bytes):
-            image = Image.open(io.BytesIO(source))
+            handle: Any = io.BytesIO(source)
         else:
             path = Path(source)
             if not path.is_file():
-                raise ImageError(f"{name}: no such file")
+                raise ImageError(f"{name}: no such file" if not path.exists() else f"{name}: not a file")
             if path.stat().st_size == 0:
                 raise ImageError(f"{name}: the file is empty")
-            image = Image.open(path)
-        image.load()
+            handle = path
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # our own limit, checked next, replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(handle)
+        try:
+            check_pixels(*image.size, max_pixels, name)
+            image.load()
+        except BaseException:
+            image.close()  # the file Pillow holds open until the pixels are read
+            raise
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file Pillow can read") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: refused, too many pixels ({error})") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied, the file cannot be read") from None
+    except MemoryError:
+        raise ImageError(f"{name}: out of memory decoding the image; downscale it or lower --max-pixels") from None
     except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, ImageError):
-            raise
         raise ImageError(f"{name}: the image data is corrupt or truncated ({error})") from None
     return image
 
 
-def load_image(source: ImageInput, name: str | None = None) -> torch.Tensor:
-    """Convert one image to a (3, H, W) float32 tensor with values in [0, 255] (see module doc)."""
+def load_image(
+    source: ImageInput, name: str | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Convert one image to a (3, H, W) float32 tensor with values in [0, 255] (see module doc).
+
+    ``max_pixels``: the largest H x W accepted (default `DEFAULT_MAX_PIXELS`, None: no limit),
+    checked before any pixel is decoded or converted: from the header for files and bytes.
+    Raises `ImageError` naming the input (``name``, default: `describe`) for anything unusable.
+    """
     name = name or describe(source)
     if isinstance(source, (str, Path, bytes)):
-        source = open_image(source, name)
-    if isinstance(source, Image.Image):
-        array = _pil_to_array(source, name)
-    elif isinstance(source, torch.Tensor):
-        tensor = source.detach().cpu()
-        if tensor.ndim == 3:
-            tensor = tensor.permute(1, 2, 0)
-        array = tensor.numpy()
-    elif isinstance(source, np.ndarray):
-        array = source
-    else:
+        source = open_image(source, name, max_pixels=max_pixels)
+    try:
+        if isinstance(source, Image.Image):
+            check_pixels(*source.size, max_pixels, name)
+            array = _pil_to_array(source, name)
+        elif isinstance(source, (torch.Tensor, np.ndarray)):
+            if source.ndim >= 2:  # tensors ([C,] H, W), arrays (H, W[, C])
+                rows, cols = source.shape[-2:] if isinstance(source, torch.Tensor) else source.shape[:2]
+                check_pixels(int(cols), int(rows), max_pixels, name)
+            if isinstance(source, torch.Tensor):
+                tensor = source.detach().cpu()
+                if tensor.ndim == 3:
+                    tensor = tensor.permute(1, 2, 0)
+                array = tensor.numpy()
+            else:
+                array = source
+        else:
+            raise ImageError(
+                f"{name}: unsupported input type {type(source).__name__}; pass a path, bytes, a PIL "
+                "image, a numpy array (H, W[, C]) or a tensor ([C,] H, W)"
+            )
+        return _array_to_tensor(array, name)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
         raise ImageError(
-            f"{name}: unsupported input type {type(source).__name__}; pass a path, bytes, a PIL "
-            "image, a numpy array (H, W[, C]) or a tensor ([C,] H, W)"
-        )
-    return _array_to_tensor(array, name)
+            f"{name}: out of memory converting the image to float32 pixels; downscale it or lower the "
+            "pixel limit (--max-pixels / max_pixels=)"
+        ) from None
 
 
 def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
@@ -148,14 +224,41 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values)).permute(2, 0, 1).contiguous()
 
 
-def find_images(paths: list[str | Path]) -> list[Path]:
-    """Expand paths: files as given, folders searched recursively for image suffixes (sorted)."""
+def find_images(
+    paths: Iterable[str | Path],
+    *,
+    exclude: Iterable[str | Path] = (),
+    on_error: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Expand paths: files as given, folders searched recursively for image suffixes (sorted).
+
+    ``exclude``: folders never searched (compared resolved, e.g. an output folder inside an input
+    folder). Symbolic links to folders are not followed. A folder that cannot be listed is
+    reported to ``on_error`` (a message naming it) and skipped; without ``on_error`` it raises
+    `ImageError`.
+    """
+    excluded = {Path(e).expanduser().resolve() for e in exclude}
+
+    def report(message: str) -> None:
+        if on_error is None:
+            raise ImageError(message)
+        on_error(message)
+
     found: list[Path] = []
     for entry in map(Path, paths):
-        if entry.is_dir():
-            found.extend(
-                sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            )
-        else:
+        if not entry.is_dir():
             found.append(entry)
+            continue
+        if _inside(entry.resolve(), excluded):
+            continue
+        images: list[Path] = []
+        walk_error = lambda error: report(f"{error.filename}: cannot list the folder ({error.strerror})")  # noqa: E731
+        for folder, subfolders, files in os.walk(entry, onerror=walk_error):
+            subfolders[:] = [d for d in subfolders if not _inside(Path(folder, d).resolve(), excluded)]
+            images.extend(Path(folder, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        found.extend(sorted(p for p in images if p.is_file()))
     return found
+
+
+def _inside(path: Path, folders: set[Path]) -> bool:
+    return any(path == folder or folder in path.parents for folder in folders)

@@ -319,13 +319,18 @@ def _convert_union(tp: Any, args: tuple, value: Any, where: str, path: str) -> A
     if value is None and type(None) in args:
         return None
     options = [a for a in args if a is not type(None)]
+    scalar = all(_is_scalar(option) for option in options)
     for option in options:
         try:
             return _convert(option, value, where, path)
         except ConfigError:
-            if len(options) == 1:
-                raise
+            if len(options) == 1 and not scalar:
+                raise  # the nested error names the exact field inside the list or mapping
     raise _error(where, path, f"must be {_describe(tp)}", value)
+
+
+def _is_scalar(tp: Any) -> bool:
+    return tp in (bool, int, float, str, Path) or typing.get_origin(tp) is Literal
 
 
 def _convert_dataclass(cls: type, value: Any, where: str, path: str) -> Any:
@@ -393,6 +398,8 @@ def _convert_scalar(tp: Any, value: Any, where: str, path: str) -> Any:
 
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return "any value"
     if origin in (Union, types.UnionType):
         options = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(options) + (" or null" if type(None) in args else "")

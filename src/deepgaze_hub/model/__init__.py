@@ -1,21 +1,25 @@
-"""The DeepGaze model: backbone, readout, finalizer, centre bias, and their configuration."""
+"""The DeepGaze model: backbone, readout, finalizer, centre bias, their configuration and files.
 
-from .backbone import BackboneError, FeatureExtractor, build_backbone
-from .centerbias import CenterBias, default_centerbias_template
-from .config import BACKBONE_PRESETS, BackboneConfig, ConfigError, DeepGazeConfig
+This package imports nothing from the rest of deepgaze-hub but ``errors``, ``io`` and ``version``;
+`deepgaze_hub.hub` (registry, loading by name, publishing) builds on it.
+"""
+
+from .backbone import FeatureExtractor, build_backbone
+from .card import CardMetric, ModelCardInfo, build_model_card
+from .config import BACKBONE_PRESETS, BackboneConfig, DeepGazeConfig
 from .deepgaze import DeepGaze
-from .serialization import WeightsError
+from .template import CenterBiasTemplate, default_centerbias_template
 
 __all__ = [
     "BACKBONE_PRESETS",
     "BackboneConfig",
-    "BackboneError",
-    "CenterBias",
-    "ConfigError",
+    "CardMetric",
+    "CenterBiasTemplate",
     "DeepGaze",
     "DeepGazeConfig",
     "FeatureExtractor",
-    "WeightsError",
+    "ModelCardInfo",
     "build_backbone",
+    "build_model_card",
     "default_centerbias_template",
 ]

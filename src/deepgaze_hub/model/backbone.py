@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import DeepGazeError
-from .config import BackboneConfig, ConfigError
+from ..errors import ConfigError, WeightsError
+from .config import BackboneConfig
 
 #: Side length of the dry-run input used to discover which modules the taps need.
 _PROBE_SIZE = 224
@@ -29,10 +30,6 @@ _PROBE_SIZE = 224
 
 class _AllTapsCaptured(Exception):
     """Raised inside a forward hook to stop the network once every tap has been read."""
-
-
-class BackboneError(DeepGazeError, RuntimeError):
-    """The backbone could not be built or run; the message says what to do."""
 
 
 class FeatureExtractor(nn.Module):
@@ -92,7 +89,10 @@ class FeatureExtractor(nn.Module):
                 if name in captured:
                     return
                 if not isinstance(output, torch.Tensor):
-                    raise BackboneError(f"tapped module {name!r} returned {type(output).__name__}, not a tensor")
+                    raise ConfigError(
+                        f"tapped module {name!r} returned {type(output).__name__}, not a tensor; "
+                        "tap a module that outputs a feature map (backbone.layers)"
+                    )
                 captured[name] = output.clone()  # later in-place ops must not change it
                 if len(captured) == len(wanted):
                     raise _AllTapsCaptured
@@ -110,7 +110,10 @@ class FeatureExtractor(nn.Module):
                 handle.remove()
         not_run = [name for name in wanted if name not in captured]
         if not_run:
-            raise BackboneError(f"the backbone finished without running the tapped modules {not_run}")
+            raise ConfigError(
+                f"the backbone finished without running the tapped modules {not_run}; "
+                "tap modules of its forward pass (backbone.layers)"
+            )
         return [captured[name] for name in self.layers]
 
     def infer_channels(self) -> list[int]:
@@ -151,7 +154,7 @@ def build_backbone(config: BackboneConfig) -> FeatureExtractor:
         state = {key: value for key, value in state.items() if not key.startswith(pruned)}
         result = network.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise BackboneError(
+            raise WeightsError(
                 f"backbone weights {config.weights!r} do not fit {config.name}: "
                 f"missing {list(result.missing_keys)[:10]}, unexpected {list(result.unexpected_keys)[:10]}"
             )
@@ -198,12 +201,13 @@ def _prune(network: nn.Module, needed: set[str]) -> tuple[str, ...]:
 def _load_backbone_state(config: BackboneConfig) -> dict[str, torch.Tensor]:
     weights = str(config.weights)
     if weights.endswith(".safetensors") or os.path.sep in weights:
-        from safetensors.torch import load_file
-
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise BackboneError(f"backbone weights file {path} does not exist")
-        return load_file(str(path))
+            raise WeightsError(f"backbone weights file {path} does not exist")
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for damaged files
+            raise WeightsError(f"backbone weights file {path} is not a readable safetensors file ({error})") from None
 
     import torchvision
 
@@ -218,7 +222,7 @@ def _load_backbone_state(config: BackboneConfig) -> dict[str, torch.Tensor]:
         state = entry.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # network, hash or file errors: say where the file must go
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
-        raise BackboneError(
+        raise WeightsError(
             f"could not load {config.name} weights {entry} from {entry.url} ({error}). "
             f"Download that file to {cached} (torch's hub cache, set by $TORCH_HOME) or use "
             "weights=None for a random backbone."

@@ -1,19 +1,22 @@
 """Architecture configuration of a DeepGaze model, as plain data.
 
-Every number of the forward pass (SPEC §1) is a field here; the defaults reproduce the reference
-implementation of DeepGaze II. A config round-trips through JSON (`to_json` / `from_json`) and is
-what `save_pretrained` writes as ``config.json``.
+Every number of the forward pass (docs/design.md) is a field here; the defaults reproduce the
+reference implementation of DeepGaze II. A config round-trips through JSON (`to_json` /
+`from_json`) and is what `save_pretrained` writes as ``config.json``. Every field has a type and
+bounds (`deepgaze_hub.io.typed`), checked when a config is built, parsed or read, before any
+tensor is allocated: a ``config.json`` from anywhere cannot ask for an 80 GB centre bias.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeepGazeError
+from ..errors import ConfigError
 from ..io.atomic import atomic_write_text
+from ..io.typed import bounded, parse, read_json, validate
 
 #: Version of the config layout. Bump it when a field changes meaning, and add a migration below.
 CONFIG_FORMAT_VERSION = 1
@@ -46,8 +49,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ConfigError(DeepGazeError, ValueError):
-    """A config (or config.json) that cannot be used; the message says which field and why."""
+#: Largest side of the centre-bias template, in cells.
+MAX_CENTERBIAS_SIDE = 4096
+#: Most ensemble members a config may declare.
+MAX_MEMBERS = 1000
+#: Most channels of one readout layer or one tapped backbone output.
+MAX_CHANNELS = 65536
 
 
 @dataclass
@@ -67,14 +74,29 @@ class BackboneConfig:
         init_seed: seed of the random initialisation when ``weights`` is ``None``.
     """
 
-    name: str = "vgg19"
-    weights: str | None = "IMAGENET1K_V1"
-    layers: list[str] = field(default_factory=lambda: list(VGG19_DEEPGAZE2_LAYERS))
-    channels: list[int] | None = None
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    input_scale: float = 255.0
-    init_seed: int = 0
+    name: str = bounded("vgg19", min_len=1, max_len=200, help="torchvision model name, or 'custom'")
+    weights: str | None = bounded(
+        "IMAGENET1K_V1", min_len=1, max_len=4096, help="torchvision weights name, a .safetensors path, or null"
+    )
+    layers: list[str] = bounded(
+        default_factory=lambda: list(VGG19_DEEPGAZE2_LAYERS), min_len=1, max_len=64, help="tapped submodules"
+    )
+    channels: list[int] | None = bounded(
+        None, min_len=1, max_len=64, item_ge=1, item_le=MAX_CHANNELS, help="channels of each tapped output"
+    )
+    mean: list[float] = bounded(
+        default_factory=lambda: list(IMAGENET_MEAN), min_len=3, max_len=3, item_ge=-1e3, item_le=1e3,
+        help="per-channel mean (after dividing by input_scale)",
+    )  # fmt: skip
+    std: list[float] = bounded(
+        default_factory=lambda: list(IMAGENET_STD), min_len=3, max_len=3, item_ge=1e-6, item_le=1e3,
+        help="per-channel standard deviation (after dividing by input_scale)",
+    )  # fmt: skip
+    input_scale: float = bounded(255.0, gt=0, le=1e6, help="the input is divided by this")
+    init_seed: int = bounded(0, ge=0, le=2**63 - 1, help="seed of a random initialisation")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @classmethod
     def preset(cls, name: str, weights: str | None = "DEFAULT", **overrides: Any) -> BackboneConfig:
@@ -89,22 +111,14 @@ class BackboneConfig:
         values.update(overrides)
         return cls(**values)
 
-    def validate(self) -> None:
-        if not self.layers:
-            raise ConfigError("backbone.layers is empty: name at least one submodule to read")
-        if self.channels is not None and len(self.channels) != len(self.layers):
-            raise ConfigError(
-                f"backbone.channels has {len(self.channels)} entries for {len(self.layers)} layers"
-            )
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise ConfigError("backbone.mean and backbone.std need 3 values each, std > 0")
-        if self.input_scale <= 0:
-            raise ConfigError("backbone.input_scale must be > 0")
+    def validate(self, where: str = "BackboneConfig") -> None:
+        """Raise `ConfigError` naming the first field of the wrong type or out of bounds."""
+        validate(self, where)
 
 
 @dataclass
 class DeepGazeConfig:
-    """Every architecture setting of a `DeepGaze` model (SPEC §1 defaults = DeepGaze II reference).
+    """Every architecture setting of a `DeepGaze` model (the defaults are the DeepGaze II reference).
 
     Attributes:
         backbone: see `BackboneConfig`.
@@ -122,91 +136,104 @@ class DeepGazeConfig:
         resize_mode: ``"nearest"`` reproduces the reference exactly; ``"antialias"`` uses
             antialiased bilinear resizing everywhere instead (smoother maps, not the reference).
         centerbias_shape: (rows, cols) of the stored centre-bias template, in normalised image
-            coordinates; it is resized to each image.
+            coordinates; it is resized to each image. Each side is 2 to 4096 cells.
         format_version: layout version of this config (checked on load).
     """
 
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    num_members: int = 1
-    downsample: float = 2.0
-    readout_factor: int = 16
-    saliency_map_factor: int = 2
-    readout_channels: list[int] = field(default_factory=lambda: [16, 32, 2, 1])
-    nonlinearity: str = "softplus"
-    initial_sigma: float = 8.0
-    blur_truncate: float = 3.0
-    initial_centerbias_weight: float = 1.0
-    learn_sigma: bool = True
-    learn_centerbias_weight: bool = True
-    resize_mode: str = "nearest"
-    centerbias_shape: list[int] = field(default_factory=lambda: [256, 256])
-    format_version: int = CONFIG_FORMAT_VERSION
+    backbone: BackboneConfig = bounded(default_factory=BackboneConfig, help="the feature network")
+    num_members: int = bounded(1, ge=1, le=MAX_MEMBERS, help="number of ensemble members K")
+    downsample: float = bounded(2.0, gt=0, le=64, help="the image is shrunk by this before the backbone")
+    readout_factor: int = bounded(16, ge=1, le=1024, help="the readout grid is H / downsample / this")
+    saliency_map_factor: int = bounded(2, ge=1, le=1024, help="the finalizer grid is H / this")
+    readout_channels: list[int] = bounded(
+        default_factory=lambda: [16, 32, 2, 1], min_len=1, max_len=32, item_ge=1, item_le=MAX_CHANNELS,
+        help="output channels of the readout's 1x1 convolutions; the last is 1",
+    )  # fmt: skip
+    nonlinearity: str = bounded("softplus", choices=NONLINEARITIES, help="readout nonlinearity")
+    initial_sigma: float = bounded(8.0, gt=0, le=1000, help="initial blur sigma, finalizer-grid pixels")
+    blur_truncate: float = bounded(3.0, gt=0, le=20, help="blur kernel half-width, in sigmas")
+    initial_centerbias_weight: float = bounded(1.0, ge=-1e3, le=1e3, help="initial centre-bias weight")
+    learn_sigma: bool = bounded(True, help="train the blur sigma")
+    learn_centerbias_weight: bool = bounded(True, help="train the centre-bias weight")
+    resize_mode: str = bounded("nearest", choices=RESIZE_MODES, help="'nearest' (reference) or 'antialias'")
+    centerbias_shape: list[int] = bounded(
+        default_factory=lambda: [256, 256], min_len=2, max_len=2, item_ge=2, item_le=MAX_CENTERBIAS_SIDE,
+        help="(rows, cols) of the centre-bias template",
+    )  # fmt: skip
+    format_version: int = bounded(CONFIG_FORMAT_VERSION, ge=1, le=CONFIG_FORMAT_VERSION, help="config layout version")
 
     def __post_init__(self) -> None:
-        if isinstance(self.backbone, dict):
-            self.backbone = _from_mapping(BackboneConfig, self.backbone, "backbone")
         self.validate()
 
-    def validate(self) -> None:
-        """Raise `ConfigError` naming the first field that is out of range."""
-        self.backbone.validate()
-        if self.num_members < 1:
-            raise ConfigError(f"num_members must be >= 1, got {self.num_members}")
-        if self.downsample <= 0 or self.readout_factor < 1 or self.saliency_map_factor < 1:
-            raise ConfigError("downsample must be > 0; readout_factor and saliency_map_factor >= 1")
-        if not self.readout_channels or self.readout_channels[-1] != 1:
-            raise ConfigError(f"readout_channels must end with 1, got {self.readout_channels}")
-        if any(c < 1 for c in self.readout_channels):
-            raise ConfigError(f"readout_channels must be positive, got {self.readout_channels}")
-        if self.nonlinearity not in NONLINEARITIES:
-            raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}")
-        if self.resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
-        if self.initial_sigma <= 0 or self.blur_truncate <= 0:
-            raise ConfigError("initial_sigma and blur_truncate must be > 0")
-        if len(self.centerbias_shape) != 2 or min(self.centerbias_shape) < 2:
-            raise ConfigError(f"centerbias_shape must be [rows, cols] >= 2, got {self.centerbias_shape}")
+    def validate(self, where: str = "DeepGazeConfig") -> None:
+        """Raise `ConfigError` naming the first field of the wrong type or out of bounds.
+
+        A ``backbone`` given as a mapping becomes a `BackboneConfig`.
+        """
+        validate(self, where)
+        backbone = self.backbone
+        if backbone.channels is not None and len(backbone.channels) != len(backbone.layers):
+            raise ConfigError(
+                f"{where}: backbone.channels has {len(backbone.channels)} entries for {len(backbone.layers)} layers"
+            )
+        if self.readout_channels[-1] != 1:
+            raise ConfigError(f"{where}: readout_channels must end with 1, got {self.readout_channels}")
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeepGazeConfig:
-        """Parse a config dict, migrating older layouts and refusing newer or unknown ones."""
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> DeepGazeConfig:
+        """Parse a config dict, migrating older layouts and refusing newer or unknown ones.
+
+        Errors (`ConfigError`) start with ``where`` (e.g. the file) and name the field.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: a model config must be a mapping of fields, got {type(data).__name__}")
         data = dict(data)
         version = data.get("format_version", CONFIG_FORMAT_VERSION)
-        if not isinstance(version, int) or version > CONFIG_FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigError(f"{where}: format_version must be an integer >= 1, got {version!r}")
+        if version > CONFIG_FORMAT_VERSION:
             raise ConfigError(
-                f"config format_version {version!r} is newer than this deepgaze-hub understands "
+                f"{where}: config format_version {version!r} is newer than this deepgaze-hub understands "
                 f"(<= {CONFIG_FORMAT_VERSION}); upgrade with `pip install -U deepgaze-hub`"
             )
         # Migrations from older layouts go here (none yet: format 1 is the first release).
-        return _from_mapping(cls, data, "config")
+        try:
+            return parse(cls, data, where)
+        except ConfigError as error:  # the checks of __post_init__ do not know the file: name it
+            message = str(error)
+            if message.startswith(f"{where}:"):
+                raise
+            raise ConfigError(f"{where}: {message.removeprefix(f'{cls.__name__}: ')}") from None
 
     def to_json(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_json(cls, path: str | Path) -> DeepGazeConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"cannot read model config {path}: {error}") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config {path} is not a JSON object")
-        return cls.from_dict(data)
+    def from_json(cls, path: str | Path, where: str | None = None) -> DeepGazeConfig:
+        """Read a ``config.json``; errors name ``where`` (default: the file) and the field."""
+        return cls.from_dict(read_json(path, "model config"), where or str(path))
 
 
-def _from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where} has unknown fields {unknown}; it was written by another deepgaze-hub version "
-            f"or edited by hand (known fields: {sorted(known)})"
-        )
+def apply_overrides(config: DeepGazeConfig | dict[str, Any], overrides: dict[str, Any], where: str) -> DeepGazeConfig:
+    """``config`` (a config or its mapping) with some fields changed; ``backbone`` may be a partial mapping.
+
+    E.g. ``apply_overrides(config, {"resize_mode": "antialias", "backbone": {"weights": None}}, "x")``.
+    Errors (`ConfigError`) are prefixed with ``where``.
+    """
+    data = config.to_dict() if isinstance(config, DeepGazeConfig) else dict(config)
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for key, value in overrides.items():
+        if is_dataclass(value):
+            value = asdict(value)
+        if key == "backbone" and isinstance(value, dict):
+            data["backbone"] = {**data.get("backbone", {}), **value}
+        else:
+            data[key] = value
     try:
-        return cls(**data)
-    except TypeError as error:
+        return DeepGazeConfig.from_dict(data)
+    except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from error

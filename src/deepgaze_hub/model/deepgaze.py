@@ -10,25 +10,26 @@ Shapes and units used throughout:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
-from ..io.images import ImageError, ImageInput, describe, load_image
-from .backbone import BackboneError, FeatureExtractor, build_backbone
-from .centerbias import CenterBias
-from .config import DeepGazeConfig
+from ..errors import ImageError
+from ..io.images import DEFAULT_MAX_PIXELS, ImageInput, describe, is_out_of_memory, load_image
+from .backbone import FeatureExtractor, build_backbone
+from .card import ModelCardInfo, build_model_card
+from .config import DeepGazeConfig, apply_overrides
+from .files import card_from_metadata, find_model_files, load_weights, read_config, write_model_files
 from .finalizer import Finalizer
 from .readout import EnsembleReadout
 from .resize import resize, shrink
-
-if TYPE_CHECKING:
-    from ..hub.card import ModelCardInfo
+from .template import CenterBiasTemplate
 
 Members = int | Sequence[int] | torch.Tensor | None
 
@@ -81,7 +82,7 @@ class DeepGaze(
             learn_sigma=config.learn_sigma,
             learn_centerbias_weight=config.learn_centerbias_weight,
         )
-        self.centerbias = CenterBias(config.centerbias_shape)
+        self.centerbias = CenterBiasTemplate(config.centerbias_shape)
 
     # -- module plumbing -------------------------------------------------------------------------
     @property
@@ -117,23 +118,36 @@ class DeepGaze(
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features on the readout grid: (B, sum of tapped channels, h, w).
 
-        ``images`` (B, 3, H, W) in [0, 255]. This is what the feature cache stores.
+        ``images`` (B, 3, H, W) in [0, 255]. This is what the feature cache stores. Raises
+        `ImageError` (without naming the image: callers do) when the images are too small for the
+        backbone or it runs out of memory on them.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         mode = self.config.resize_mode
         height, width = images.shape[-2:]
         too_small = (
-            f"an image of {height}x{width} pixels is too small for the backbone {self.config.backbone.name} "
-            f"(the model shrinks it by {self.config.downsample:g} first)"
+            f"an image of {width}x{height} pixels (width x height) is too small for the backbone "
+            f"{self.config.backbone.name} (the model shrinks it by {self.config.downsample:g} first)"
         )
         if min(height, width) < self.config.downsample * max(2, self.config.saliency_map_factor):
-            raise BackboneError(too_small)
+            raise ImageError(too_small)
         small = shrink(images, self.config.downsample, mode)
         try:
             maps = self._backbone(small)
-        except RuntimeError as error:
-            raise BackboneError(f"{too_small}: {error}") from error
+        except (RuntimeError, MemoryError) as error:
+            if is_out_of_memory(error):
+                count = f"{len(images)} images" if len(images) > 1 else "an image"
+                raise ImageError(
+                    f"out of memory running the backbone {self.config.backbone.name} on {count} of "
+                    f"{width}x{height} pixels (width x height) on {images.device}; use a smaller image: "
+                    "downscale it, or refuse large ones with max_pixels (--max-pixels)"
+                    + (", or predict fewer at once (batch_size)" if len(images) > 1 else "")
+                ) from error
+            message = str(error).lower()  # torch's words for a feature map shrunk to nothing
+            if "too small" in message or "can't be greater than actual input size" in message:
+                raise ImageError(f"{too_small}: {error}") from error
+            raise
         grid = self.readout_size(images.shape[-2:])
         return torch.cat([resize(m, grid, mode) for m in maps], dim=1)
 
@@ -247,6 +261,7 @@ class DeepGaze(
         centerbias: Any = None,
         members: Members = None,
         batch_size: int = 8,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Log densities (nats) for images of any kind and size, each at its own size, on the CPU.
 
@@ -256,24 +271,31 @@ class DeepGaze(
         Returns an (H, W) tensor for one image, (B, H, W) for a batch, a list for a list.
         ``centerbias``: None (template), or one (H, W) log density per image, in the same shape.
         Same-size images are processed ``batch_size`` at a time.
+        ``max_pixels``: images with more pixels (H x W) are refused before they are decoded
+        (default `deepgaze_hub.io.images.DEFAULT_MAX_PIXELS`, 40 million; None: no limit).
+
+        Raises `ImageError` naming the image (its path, or its position and type) when one cannot
+        be read, is too large or too small for the backbone, or runs out of memory.
         """
         was_training = self.training
         self.eval()
         try:
             if isinstance(images, (list, tuple)):
-                return self._predict_list(list(images), centerbias, members, batch_size)
+                return self._predict_list(list(images), centerbias, members, batch_size, max_pixels)
             if getattr(images, "ndim", None) == 4:  # a batch: tensor (B, C, H, W) or array (B, H, W, C)
                 biases = None if centerbias is None else list(centerbias)
-                return torch.stack(self._predict_list(list(images), biases, members, batch_size))
+                return torch.stack(self._predict_list(list(images), biases, members, batch_size, max_pixels))
             biases = None if centerbias is None else [centerbias]
-            return self._predict_list([images], biases, members, batch_size)[0]
+            return self._predict_list([images], biases, members, batch_size, max_pixels)[0]
         finally:
             self.train(was_training)
 
-    def _predict_list(self, images: list, centerbias: list | None, members: Members, batch_size: int) -> list[torch.Tensor]:
+    def _predict_list(
+        self, images: list, centerbias: list | None, members: Members, batch_size: int, max_pixels: int | None
+    ) -> list[torch.Tensor]:
         if centerbias is not None and len(centerbias) != len(images):
             raise ValueError(f"got {len(centerbias)} centre biases for {len(images)} images")
-        tensors = [load_image(image, describe(image, i)) for i, image in enumerate(images)]
+        tensors = [load_image(image, describe(image, i), max_pixels=max_pixels) for i, image in enumerate(images)]
         results: list[torch.Tensor | None] = [None] * len(tensors)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, tensor in enumerate(tensors):
@@ -283,27 +305,89 @@ class DeepGaze(
                 chunk = indices[start : start + batch_size]
                 batch = torch.stack([tensors[i] for i in chunk]).to(self.device)
                 bias = None if centerbias is None else torch.stack([torch.as_tensor(centerbias[i], dtype=torch.float32) for i in chunk])
+                names = ", ".join(describe(images[i], i) for i in chunk)
                 try:
                     out = self(batch, centerbias=bias, members=members)
-                except BackboneError as error:
-                    names = ", ".join(describe(images[i], i) for i in chunk)
+                except ImageError as error:
                     raise ImageError(f"{names}: {error}") from error
+                except (RuntimeError, MemoryError) as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    raise ImageError(
+                        f"{names}: out of memory predicting {size[1]}x{size[0]} pixels "
+                        f"(width x height) on {self.device}; use a smaller image: downscale it, or refuse "
+                        "large ones with max_pixels (--max-pixels)"
+                    ) from error
                 for i, log_density in zip(chunk, out):
                     results[i] = log_density.float().cpu()
         return results  # type: ignore[return-value]
 
+    # -- ensembles ---------------------------------------------------------------------------------
+    # Every trainable tensor has the member as its first axis (readout weights (K, out, in), sigma
+    # (K,), centre-bias weight (K,)), so combining models is stacking along it. The results share
+    # this model's backbone object (no second copy is built).
+    def select_members(self, members: Sequence[int]) -> DeepGaze:
+        """A model made of the chosen members only, in this order (one fold's member, a sub-ensemble).
+
+        Its ``card_info`` keeps this model's provenance but not its evaluation table, which was
+        measured on the full ensemble.
+        """
+        index = torch.as_tensor(list(members), dtype=torch.long)
+        if index.numel() == 0 or index.min() < 0 or index.max() >= self.num_members:
+            raise ValueError(f"members must be in [0, {self.num_members}), got {list(members)}")
+        subset = type(self)(dataclasses.replace(self.config, num_members=index.numel()), backbone=self.backbone)
+        with torch.no_grad():
+            for name, parameter in subset.named_parameters():
+                parameter.copy_(dict(self.named_parameters())[name].detach()[index.to(parameter.device)])
+            subset.centerbias.log_density.copy_(self.centerbias.log_density)
+        if self.card_info is not None:
+            title = self.card_info.title or self.card_info.name or "DeepGaze"
+            subset.card_info = dataclasses.replace(
+                self.card_info, title=f"{title}, members {list(members)}", evaluation=[]
+            )
+        return subset.to(self.device).train(self.training)
+
+    @classmethod
+    def stack(cls, models: Sequence[DeepGaze]) -> DeepGaze:
+        """One ensemble whose members are all members of ``models``, in order.
+
+        The models must share architecture and centre-bias template; the result uses the first
+        model's backbone object and has no ``card_info``.
+        """
+        if not models:
+            raise ValueError("DeepGaze.stack needs at least one model")
+        first = models[0]
+        reference = dataclasses.replace(first.config, num_members=1)
+        for other in models[1:]:
+            if dataclasses.replace(other.config, num_members=1) != reference:
+                raise ValueError("models differ in architecture; only members of one architecture can be stacked")
+            if not torch.equal(other.centerbias.log_density, first.centerbias.log_density):
+                raise ValueError("models have different centre-bias templates; install one template in all first")
+        total = sum(m.num_members for m in models)
+        ensemble = cls(dataclasses.replace(first.config, num_members=total), backbone=first.backbone)
+        with torch.no_grad():
+            for name, parameter in ensemble.named_parameters():
+                parameter.copy_(torch.cat([dict(m.named_parameters())[name].detach() for m in models]))
+            ensemble.centerbias.log_density.copy_(first.centerbias.log_density)
+        return ensemble.to(first.device).train(first.training)
+
+    def repeat_member(self, count: int) -> DeepGaze:
+        """An ensemble of ``count`` copies of this single-member model (the start of k-fold fine-tuning)."""
+        if self.num_members != 1:
+            raise ValueError("repeat_member takes a single-member model")
+        return type(self).stack([self] * count)
+
     # -- persistence (huggingface_hub mixin) -----------------------------------------------------
     #: What the model card says beyond the architecture (provenance, datasets, evaluation): a
-    #: `deepgaze_hub.hub.card.ModelCardInfo` or None. Saved inside model.safetensors and restored
+    #: `deepgaze_hub.model.card.ModelCardInfo` or None. Saved inside model.safetensors and restored
     #: by `from_pretrained`; README.md is generated from it and the config on every save.
     card_info: ModelCardInfo | None = None
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from .serialization import save_model_files
-
         save_directory = Path(save_directory)
         (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
-        save_model_files(self, save_directory)
+        card = self.card_info.to_dict() if self.card_info is not None else None
+        write_model_files(save_directory, self.config, self.state_dict(), card)
 
     def generate_model_card(self, *args: Any, **card_fields: Any) -> ModelCard:
         """The README.md of this model; ``card_fields`` override fields of ``self.card_info``.
@@ -311,12 +395,8 @@ class DeepGaze(
         ``save_pretrained(dir, model_card_kwargs={...})`` and ``push_to_hub`` pass their
         ``model_card_kwargs`` here, e.g. ``{"repo_id": "user/model"}``.
         """
-        from dataclasses import replace
-
-        from ..hub.card import ModelCardInfo, build_model_card
-
         try:
-            info = replace(self.card_info or ModelCardInfo(), **card_fields)
+            info = dataclasses.replace(self.card_info or ModelCardInfo(), **card_fields)
         except TypeError:
             known = sorted(ModelCardInfo.__dataclass_fields__)
             raise ValueError(f"unknown model card fields {sorted(card_fields)}; known: {known}") from None
@@ -336,16 +416,77 @@ class DeepGaze(
         return super().push_to_hub(repo_id, model_card_kwargs=card_fields, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DeepGaze:
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        backbone: nn.Module | None = None,
+        config: DeepGazeConfig | None = None,
+        members: Sequence[int] | None = None,
+        **config_overrides: Any,
+    ) -> DeepGaze:
         """Load a model saved with `save_pretrained`: a local directory or a Hugging Face repo id.
 
-        Only ``model.safetensors`` is ever read (never a pickle), and loading is strict: missing,
-        unexpected, misshapen or non-finite tensors raise an error listing them. Keyword arguments:
-        ``revision`` (pin a commit hash for reproducibility), ``cache_dir``, ``force_download``,
-        ``local_files_only``, ``token``, ``map_location`` (default ``"cpu"``), ``members`` (keep
-        only these ensemble members, e.g. ``[3]``), ``config`` (use this config instead of the
-        file's) and ``backbone`` (a module, for models whose backbone torchvision cannot build).
-        """
-        from .serialization import load_model
+        (huggingface_hub's convention: an existing directory, else a repo id. `deepgaze_hub.load`
+        takes registry names too and says which kind a name is.) Only ``model.safetensors`` is
+        ever read (never a pickle), and loading is strict: missing, unexpected, misshapen or
+        non-finite tensors raise `WeightsError` listing them; a bad ``config.json`` raises
+        `ConfigError` naming the field. Both files come from one commit of a repo.
 
-        return load_model(cls, str(pretrained_model_name_or_path), **kwargs)
+        Args:
+            revision: branch, tag or commit of a repo; pin a full commit hash for reproducibility.
+            cache_dir, force_download, local_files_only, token: as in `huggingface_hub.snapshot_download`.
+            map_location: device of the returned model (default ``"cpu"``).
+            backbone: a module, for models whose backbone torchvision cannot build.
+            config: use this config instead of the file's.
+            members: keep only these ensemble members, e.g. ``[3]``.
+            config_overrides: `DeepGazeConfig` fields changed from the file's, e.g.
+                ``resize_mode="antialias"`` or ``backbone={"weights": "/path/vgg19.safetensors"}``
+                (they must keep the tensors' shapes).
+        """
+        files = find_model_files(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        if config is None:
+            config = read_config(files.config, where=files.where)
+        if config_overrides:
+            config = apply_overrides(config, config_overrides, where=files.where)
+        return cls.from_files(
+            config, files.weights, where=files.where, backbone=backbone, members=members, map_location=map_location
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        config: DeepGazeConfig,
+        weights_path: str | Path,
+        *,
+        where: str,
+        backbone: nn.Module | None = None,
+        members: Sequence[int] | None = None,
+        map_location: str | torch.device = "cpu",
+        card_info: ModelCardInfo | None = None,
+    ) -> DeepGaze:
+        """Build ``cls(config)``, load ``weights_path`` strictly, keep only ``members``; in eval mode.
+
+        ``where`` names the files' origin in error messages. ``card_info`` is used when the weights
+        file carries no model card information.
+        """
+        model = cls(config, backbone=backbone)
+        metadata = load_weights(model, weights_path, where=where)
+        stored = card_from_metadata(metadata)
+        model.card_info = (ModelCardInfo.from_stored(stored) if stored is not None else None) or card_info
+        if members is not None:
+            model = model.select_members(members)
+        return model.to(map_location).eval()

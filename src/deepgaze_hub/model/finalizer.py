@@ -1,4 +1,4 @@
-"""The finalizer: readout output + centre bias -> normalised log density (SPEC §1 step 6).
+"""The finalizer: readout output + centre bias -> normalised log density (docs/design.md, "Forward pass").
 
 For each member k, in the reference's order:
 

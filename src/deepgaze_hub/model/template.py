@@ -1,4 +1,4 @@
-"""The model's centre bias: a log-density template over normalised image coordinates.
+"""`CenterBiasTemplate`: the model's centre bias, a log-density template over normalised image coordinates.
 
 The template is a (rows, cols) grid covering the image from edge to edge whatever its size or
 aspect ratio (x / width, y / height), like a centre bias fitted on normalised fixation coordinates.
@@ -6,7 +6,8 @@ For an image of size (H, W) it is resized bilinearly (antialiased when shrinking
 so one stored template serves every image size: no hand rescaling of a 1024 x 1024 file.
 
 Before any data has been seen, the template is `default_centerbias_template`: a generic prior, not a
-fitted one. Fit your own from fixations and install it with `DeepGaze.set_centerbias`.
+fitted one. Fit your own from fixations (`deepgaze_hub.baselines.fit_centerbias`) and install it
+with `DeepGaze.set_centerbias`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def normalize_log_density(log_density: torch.Tensor) -> torch.Tensor:
     return log_density - log_density.logsumexp(dim=(-2, -1), keepdim=True)
 
 
-class CenterBias(nn.Module):
+class CenterBiasTemplate(nn.Module):
     """Holds the template (buffer ``log_density``, (rows, cols)) and evaluates it at any size."""
 
     def __init__(self, shape: Sequence[int]) -> None:

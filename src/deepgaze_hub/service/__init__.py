@@ -1,10 +1,13 @@
 """The prediction web service behind ``deepgaze-hub serve``: a JSON API and a web page.
 
-* `create_app` (app.py): the FastAPI application for one loaded model;
+* `create_app` (app.py): the FastAPI application for one loaded model (optional bearer token);
+  routes.py: its handlers; state.py: what they share (``app.state.service``);
 * `ServiceSettings` (settings.py): upload, pixel, timeout, queue and batching limits;
 * `MicroBatcher` (batcher.py): concurrent requests batched onto the model off the event loop;
 * limits.py: the checks every upload passes; results.py: outputs and the store of recent ones;
-* server.py: uvicorn in the foreground or on a background thread (`BackgroundServer`).
+* middleware.py: security headers on every response, HEAD for every GET route;
+* server.py: uvicorn (with a deadline for request headers) in the foreground or on a background
+  thread (`BackgroundServer`).
 
 The web stack (FastAPI, uvicorn) comes with the ``serve`` extra: ``pip install "deepgaze-hub[serve]"``.
 Names are imported on first use, so ``settings`` and ``batcher`` work without it.
@@ -19,8 +22,6 @@ _EXPORTS = {
     "BackgroundServer": "server",
     "BatchStats": "batcher",
     "MicroBatcher": "batcher",
-    "RequestRefused": "errors",
-    "ServiceConfigError": "settings",
     "ServiceSettings": "settings",
     "create_app": "app",
 }

@@ -1,11 +1,14 @@
-"""Refused requests: an HTTP status, a machine-readable code and a sentence saying why."""
+"""Refused requests inside the service: an HTTP status, a machine-readable code and a sentence.
+
+`RequestRefused` is the service's own signal from a check to the error handler (app.py), not
+part of the package's public errors: library errors (`deepgaze_hub.errors.DeepGazeError`) that
+reach a handler are mapped to 4xx answers there.
+"""
 
 from __future__ import annotations
 
-from ..errors import DeepGazeError
 
-
-class RequestRefused(DeepGazeError):
+class RequestRefused(Exception):
     """A request the service will not serve; it becomes a 4xx JSON error response.
 
     The body is ``{"error": {"status": ..., "code": ..., "message": ...}}``; ``code`` is a stable

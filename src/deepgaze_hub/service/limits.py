@@ -1,6 +1,11 @@
-"""Checking an upload before it costs anything: body size, image type by content, pixel count.
+"""Checking an upload before it costs anything: who uploads, body size, image type, pixel count.
 
 Every check raises `RequestRefused` with the 4xx status the client should see:
+
+* 429: more uploads being received at once than ``max_uploads`` (all clients) or
+  ``max_uploads_per_client`` (from one client address) allow (`UploadSlots`); 408: the body
+  did not arrive within ``upload_timeout_s``. Uploads in progress do not count against the
+  model's queue (``max_queue``): a slow or stalled client cannot lock others out;
 
 * 413: the body is larger than ``max_upload_bytes`` (refused from the Content-Length header
   before reading, or as soon as the streamed body passes the limit), or the image header
@@ -12,17 +17,77 @@ Every check raises `RequestRefused` with the 4xx status the client should see:
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import io
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..io.images import ImageError, load_image
+from ..errors import ImageError
+from ..io.images import check_pixels, load_image
 from .errors import RequestRefused
 from .settings import ServiceSettings
 
 UPLOAD_NAME = "the uploaded image"
+
+
+class UploadSlots:
+    """Uploads being received: at most ``total`` at once, at most ``per_client`` from one address.
+
+    Event-loop only (not thread-safe). `hold` refuses (429) when either limit is reached.
+    """
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.active = 0
+        self._by_client: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def hold(self, client: str) -> Iterator[None]:
+        if self._by_client[client] >= self.per_client:
+            raise RequestRefused(
+                429,
+                "too_many_uploads",
+                f"this client already has {self._by_client[client]} uploads in progress (limit "
+                f"{self.per_client}); wait for them to finish",
+                headers={"Retry-After": "1"},
+            )
+        if self.active >= self.total:
+            raise RequestRefused(
+                429,
+                "busy",
+                f"the service is receiving {self.active} uploads (limit {self.total}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.active += 1
+        self._by_client[client] += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+
+
+async def receive_upload(
+    chunks: AsyncIterator[bytes], content_length: str | None, settings: ServiceSettings, timeout_s: float
+) -> bytes:
+    """The body (see `read_body`), refused (408) unless it has fully arrived within ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(read_body(chunks, content_length, settings.max_upload_bytes), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestRefused(
+            408,
+            "upload_timeout",
+            f"the upload did not arrive within {timeout_s:g} s; send it again over a faster connection, "
+            "or a smaller image",
+        ) from None
 
 
 async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int) -> bytes:
@@ -76,7 +141,9 @@ def decode_upload(data: bytes, settings: ServiceSettings) -> tuple[torch.Tensor,
         raise RequestRefused(400, "empty_upload", "the request body is empty; send the image file as the body")
     accepted = ", ".join(settings.image_formats)
     try:
-        image = Image.open(io.BytesIO(data), formats=list(settings.image_formats))
+        with warnings.catch_warnings():  # the limit checked next replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(settings.image_formats))
     except UnidentifiedImageError:
         raise RequestRefused(
             415,
@@ -88,17 +155,13 @@ def decode_upload(data: bytes, settings: ServiceSettings) -> tuple[torch.Tensor,
         raise RequestRefused(413, "too_many_pixels", f"{UPLOAD_NAME} declares too many pixels ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise RequestRefused(422, "corrupt_image", f"{UPLOAD_NAME} has a corrupt header ({error})") from None
-    width, height = image.size
-    if width * height > settings.max_pixels:
-        raise RequestRefused(
-            413,
-            "too_many_pixels",
-            f"{UPLOAD_NAME} is {width}x{height} = {width * height} pixels, more than this service's "
-            f"limit of {settings.max_pixels}; downscale it first",
-        )
+    try:  # the package's one header check (io/images.py), with this service's limit
+        check_pixels(*image.size, settings.max_pixels, UPLOAD_NAME)
+    except ImageError as error:
+        raise RequestRefused(413, "too_many_pixels", str(error)) from None
     try:
         image.load()
-        pixels = load_image(image, UPLOAD_NAME)
+        pixels = load_image(image, UPLOAD_NAME, max_pixels=settings.max_pixels)
     except ImageError as error:
         raise RequestRefused(422, "unusable_image", str(error)) from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..sampling import sample_fixations
+from ..data.sampling import sample_fixations
 from ..visualization import density_overlay
 
 

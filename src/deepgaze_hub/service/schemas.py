@@ -17,7 +17,7 @@ class LogDensityPayload(BaseModel):
     data: str = Field(description="base64 of the .npy file's bytes")
 
 
-class Fixations(BaseModel):
+class SampledFixations(BaseModel):
     """Fixations drawn independently from the density; x = column, y = row, in pixels."""
 
     x: list[float]
@@ -40,12 +40,15 @@ class PredictResponse(BaseModel):
     image_format: str = Field(description="format detected from the content, e.g. JPEG")
     log_density: LogDensityPayload | None = None
     overlay_png: str | None = Field(None, description="base64 PNG: heatmap overlay with probability-mass contours")
-    fixations: Fixations | None = None
+    fixations: SampledFixations | None = None
     links: Links | None = Field(None, description="absent when the result was too large to keep")
 
 
 class ModelInfo(BaseModel):
-    name: str = Field(description="the name or directory the service was started with")
+    name: str = Field(
+        description="the name the service was started with (a local directory: its last component, "
+        "unless the service shows model paths)"
+    )
     num_members: int
     parameters: int = Field(description="trainable readout/finalizer parameters (the backbone is frozen)")
     device: str
@@ -60,7 +63,8 @@ class ModelsResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
-    in_flight: int = Field(description="predict requests being served (uploading, queued, in the model, encoding)")
+    in_flight: int = Field(description="fully received predict requests being served (queued, in the model, encoding)")
+    uploading: int = Field(description="predict requests whose upload is being received")
     batches: int = Field(description="forward passes run since start")
     images: int = Field(description="images predicted since start")
     largest_batch: int

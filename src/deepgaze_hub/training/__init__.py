@@ -1,21 +1,25 @@
 """Training DeepGaze readouts with Lightning: recipes, data module, feature cache, k-fold ensembles."""
 
+from .batch import TrainingBatch
 from .batching import SizeBucketBatchSampler
 from .datamodule import FixationDataModule
-from .feature_cache import FeatureCache, StaleCacheError, build_feature_cache
+from .feature_build import build_feature_cache
+from .feature_cache import FeatureCache
 from .module import DeepGazeModule
-from .recipe import Recipe, RecipeError, load_recipe
+from .recipe import Recipe, TrainerConfig, load_recipe
 from .runner import RecipeRun
+from .trainer import make_trainer
 
 __all__ = [
     "DeepGazeModule",
     "FeatureCache",
     "FixationDataModule",
     "Recipe",
-    "RecipeError",
     "RecipeRun",
     "SizeBucketBatchSampler",
-    "StaleCacheError",
+    "TrainerConfig",
+    "TrainingBatch",
     "build_feature_cache",
     "load_recipe",
+    "make_trainer",
 ]

@@ -11,14 +11,11 @@ Three ways to split, chosen by the arguments:
 Folds are image-wise and stable (`deepgaze_hub.data.kfold_assignments`), so all fixations of an
 image are in one fold. Batches hold images of one size (see `batching`); there is no padding.
 
-A batch is a dict: ``images`` (B, 3, H, W) in [0, 255] or ``features`` (B, C, h, w);
-``size`` (H, W); ``index`` (B,) dataset image indices; ``mask`` (B, K) bool member mask;
-``fix_batch`` (F,) the image (0..B-1) of each fixation, ``fix_x`` / ``fix_y`` (F,) pixels.
+Batches are `TrainingBatch` dataclasses (see `batch`). Folds, items and the feature-cache check
+are made in `FixationDataModule.setup`, which Lightning runs in every process.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -26,13 +23,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import FixationDataset, kfold_assignments
-from ..errors import DeepGazeError
+from ..errors import ConfigError, TrainingError
+from .batch import ImageItem, collate
 from .batching import SizeBucketBatchSampler, is_padding, real_position
 from .feature_cache import FeatureCache
 
 
 class ImageItems(Dataset):
-    """Position -> one image's training item: pixels or cached features, fixations, member mask."""
+    """Position -> one image's `ImageItem`: pixels or cached features, fixations, member mask."""
 
     def __init__(
         self,
@@ -50,7 +48,7 @@ class ImageItems(Dataset):
         if features is not None:
             missing = features.missing([dataset.image_ids[i] for i in self.indices])
             if missing:
-                raise DeepGazeError(
+                raise TrainingError(
                     f"the feature cache {features.directory} lacks {len(missing)} of {len(self.indices)} images; "
                     "run `deepgaze-hub cache-features` (or train with the cache enabled) to complete it"
                 )
@@ -61,39 +59,23 @@ class ImageItems(Dataset):
     def sizes(self) -> list[tuple[int, int]]:
         return [tuple(int(v) for v in self.dataset.image_sizes[i]) for i in self.indices]
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    def __getitem__(self, position: int) -> ImageItem:
         index = int(self.indices[real_position(position)])
         fixations = self.dataset.fixations_of(index)
         mask = self.member_mask[real_position(position)] & (not is_padding(position))
-        item = {
-            "index": index,
-            "size": tuple(int(v) for v in self.dataset.image_sizes[index]),
-            "mask": torch.from_numpy(np.asarray(mask, dtype=bool).copy()),
-            "fix_x": torch.as_tensor(np.asarray(fixations.x), dtype=torch.float32),
-            "fix_y": torch.as_tensor(np.asarray(fixations.y), dtype=torch.float32),
-        }
         if self.features is not None:
-            item["features"] = self.features[self.dataset.image_ids[index]]
+            pixels = self.features[self.dataset.image_ids[index]]
         else:
-            item["images"] = self.dataset.load_image(index)
-        return item
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    sizes = {item["size"] for item in items}
-    if len(sizes) != 1:
-        raise ValueError(f"a batch mixes image sizes {sorted(sizes)}; use SizeBucketBatchSampler")
-    pixels = "features" if "features" in items[0] else "images"
-    counts = [len(item["fix_x"]) for item in items]
-    return {
-        pixels: torch.stack([item[pixels] for item in items]),
-        "size": items[0]["size"],
-        "index": torch.tensor([item["index"] for item in items]),
-        "mask": torch.stack([item["mask"] for item in items]),
-        "fix_batch": torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts)),
-        "fix_x": torch.cat([item["fix_x"] for item in items]),
-        "fix_y": torch.cat([item["fix_y"] for item in items]),
-    }
+            pixels = self.dataset.load_image(index)
+        return ImageItem(
+            index=index,
+            size=tuple(int(v) for v in self.dataset.image_sizes[index]),
+            mask=torch.from_numpy(np.asarray(mask, dtype=bool).copy()),
+            fix_x=torch.as_tensor(np.asarray(fixations.x), dtype=torch.float32),
+            fix_y=torch.as_tensor(np.asarray(fixations.y), dtype=torch.float32),
+            pixels=pixels,
+            is_features=self.features is not None,
+        )
 
 
 class FixationDataModule(L.LightningDataModule):
@@ -125,38 +107,44 @@ class FixationDataModule(L.LightningDataModule):
         val_features: FeatureCache | None = None,
     ) -> None:
         super().__init__()
+        if num_folds is None and (fold is not None or joint):
+            raise ConfigError("fold and joint need num_folds")
+        if num_folds is not None and val_dataset is not None:
+            raise ConfigError("with num_folds the validation images are a fold of `dataset`; drop val_dataset")
+        if num_folds is not None and not joint and (fold is None or not 0 <= fold < num_folds):
+            raise ConfigError(f"fold must be in [0, {num_folds}) unless joint=True")
+        self.dataset, self.val_dataset = dataset, val_dataset
+        self.num_folds, self.fold, self.fold_seed, self.joint = num_folds, fold, fold_seed, joint
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
-        n = len(dataset)
-        if num_folds is None:
-            if fold is not None or joint:
-                raise DeepGazeError("fold and joint need num_folds")
-            self.num_members = 1
-            self.train_items = ImageItems(dataset, np.arange(n), np.ones((n, 1), bool), features)
-            self.val_items = (
-                ImageItems(val_dataset, np.arange(len(val_dataset)), np.ones((len(val_dataset), 1), bool), val_features)
-                if val_dataset is not None
-                else None
-            )
+        self.features, self.val_features = features, val_features
+        self.num_members = num_folds if num_folds is not None and joint else 1
+        self.folds: np.ndarray | None = None
+        self.train_items: ImageItems | None = None
+        self.val_items: ImageItems | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Assign folds and build the train/validation items (checks the feature caches)."""
+        if self.train_items is not None:
             return
-        if val_dataset is not None:
-            raise DeepGazeError("with num_folds the validation images are a fold of `dataset`; drop val_dataset")
-        folds = kfold_assignments(dataset, k=num_folds, seed=fold_seed)
-        self.folds = folds
-        if joint:
-            self.num_members = num_folds
-            members = np.arange(num_folds)
+        dataset, n = self.dataset, len(self.dataset)
+        if self.num_folds is None:
+            self.train_items = ImageItems(dataset, np.arange(n), np.ones((n, 1), bool), self.features)
+            val = self.val_dataset
+            if val is not None:
+                self.val_items = ImageItems(val, np.arange(len(val)), np.ones((len(val), 1), bool), self.val_features)
+            return
+        folds = self.folds = kfold_assignments(dataset, k=self.num_folds, seed=self.fold_seed)
+        if self.joint:
+            members = np.arange(self.num_folds)
             everything = np.arange(n)
-            self.train_items = ImageItems(dataset, everything, folds[:, None] != members[None, :], features)
-            self.val_items = ImageItems(dataset, everything, folds[:, None] == members[None, :], features)
+            self.train_items = ImageItems(dataset, everything, folds[:, None] != members[None, :], self.features)
+            self.val_items = ImageItems(dataset, everything, folds[:, None] == members[None, :], self.features)
         else:
-            if fold is None or not 0 <= fold < num_folds:
-                raise DeepGazeError(f"fold must be in [0, {num_folds}) unless joint=True")
-            self.num_members = 1
-            train, val = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-            self.train_items = ImageItems(dataset, train, np.ones((len(train), 1), bool), features)
-            self.val_items = ImageItems(dataset, val, np.ones((len(val), 1), bool), features)
+            train, val = np.flatnonzero(folds != self.fold), np.flatnonzero(folds == self.fold)
+            self.train_items = ImageItems(dataset, train, np.ones((len(train), 1), bool), self.features)
+            self.val_items = ImageItems(dataset, val, np.ones((len(val), 1), bool), self.features)
 
     def _loader(self, items: ImageItems, train: bool) -> DataLoader:
         trainer = self.trainer
@@ -178,7 +166,9 @@ class FixationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
         return self._loader(self.train_items, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
+        self.setup("fit")
         return self._loader(self.val_items, train=False) if self.val_items is not None else []

@@ -9,19 +9,18 @@ Layout of a cache directory::
 
 ``key`` holds every setting that changes the features (backbone name, weights, layers,
 normalisation, random-init seed, downsample, readout_factor, resize_mode): a cache built for
-other settings raises `StaleCacheError` instead of being used. Images are keyed by their stable
+other settings raises `TrainingError` instead of being used. Images are keyed by their stable
 dataset id, so a cache survives re-imports and serves any dataset holding the same images.
 Shards are written atomically, so an interrupted build leaves only complete shards, and the
-next build computes just the missing images. Several devices each write their own shards.
+next build computes just the missing images (`deepgaze_hub.training.feature_build`). Several
+devices each write their own shards.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..errors import DeepGazeError
+from ..errors import ConfigError, TrainingError
 from ..io.atomic import atomic_path, atomic_write_text
 from ..model.config import DeepGazeConfig
 
@@ -39,10 +38,6 @@ CACHE_FILE = "cache.json"
 SHARD_GLOB = "shard-*.h5"
 DTYPES = {"float16": np.float16, "float32": np.float32}
 DTYPES_TORCH = {"float16": torch.float16, "float32": torch.float32}
-
-
-class StaleCacheError(DeepGazeError, RuntimeError):
-    """A feature cache computed with other settings than the model's."""
 
 
 def feature_key(config: DeepGazeConfig) -> dict[str, Any]:
@@ -73,7 +68,7 @@ class FeatureCache:
         self.key = feature_key(config)
         self.dtype = dtype
         if dtype not in DTYPES:
-            raise DeepGazeError(f"feature cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+            raise ConfigError(f"feature cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self._check_or_create()
         self._index: dict[str, Path] = {}
         self._files: dict[Path, h5py.File] = {}
@@ -87,13 +82,13 @@ class FeatureCache:
             try:
                 found = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as error:
-                raise StaleCacheError(f"{path} is unreadable ({error}); delete {self.directory} to rebuild it") from error
+                raise TrainingError(f"{path} is unreadable ({error}); delete {self.directory} to rebuild it") from error
             if found != expected:
                 changed = sorted(
                     k for k in set(found.get("key", {})) | set(self.key) if found.get("key", {}).get(k) != self.key.get(k)
                 )
                 what = f"settings {changed}" if changed else "format or dtype"
-                raise StaleCacheError(
+                raise TrainingError(
                     f"the feature cache {self.directory} was computed with other {what} than this model "
                     f"(cache: { {k: found.get('key', {}).get(k) for k in changed} }, model: { {k: self.key.get(k) for k in changed} }); "
                     "delete it or point to another cache directory"
@@ -110,7 +105,7 @@ class FeatureCache:
         for shard in sorted(self.directory.glob(SHARD_GLOB)):
             with h5py.File(shard, "r") as handle:
                 if handle.attrs.get("key") != key:
-                    raise StaleCacheError(f"{shard} belongs to another model configuration; delete {self.directory}")
+                    raise TrainingError(f"{shard} belongs to another model configuration; delete {self.directory}")
                 for image_id in json.loads(handle.attrs["ids"]):
                     self._index[image_id] = shard
 
@@ -164,114 +159,3 @@ class FeatureCache:
             self.close()
         except Exception:  # interpreter shutdown
             pass
-
-
-def remove_partial_files(directory: Path, older_than_s: float = 3600.0) -> None:
-    """Delete temporary shard files left by an interrupted build.
-
-    Only files untouched for ``older_than_s`` seconds go: with several processes building one
-    cache (multi-GPU), a younger ``.partial`` file may be a shard another process is writing.
-    """
-    now = time.time()
-    for leftover in Path(directory).glob(".shard-*.partial"):
-        try:
-            if now - leftover.stat().st_mtime > older_than_s:
-                leftover.unlink(missing_ok=True)
-        except FileNotFoundError:
-            pass  # finished or removed meanwhile
-
-
-def build_feature_cache(
-    model: Any,
-    dataset: Any,
-    cache: FeatureCache,
-    *,
-    batch_size: int = 4,
-    compression: str | None = "lzf",
-    shard_size: int = 64,
-    trainer_kwargs: dict[str, Any] | None = None,
-) -> FeatureCache:
-    """Compute the features of every image of ``dataset`` that ``cache`` lacks.
-
-    Runs ``model.extract_features`` in Lightning's predict loop (``trainer_kwargs`` choose
-    accelerator, devices, nodes, strategy; several devices split the images and each writes its
-    own shards). Returns the refreshed cache.
-    """
-    import lightning as L
-    from lightning.pytorch.callbacks import BasePredictionWriter
-    from torch.utils.data import DataLoader, Dataset
-
-    from .batching import SizeBucketBatchSampler, is_padding, real_position
-
-    if cache.key != feature_key(model.config):
-        raise StaleCacheError(f"{cache.directory} was opened for another model configuration")
-    ids = list(dataset.image_ids)
-    todo = cache.missing(ids)
-    if not todo:
-        return cache
-    remove_partial_files(cache.directory)
-
-    class Items(Dataset):
-        def __len__(self) -> int:
-            return len(todo)
-
-        def __getitem__(self, position: int) -> dict[str, Any]:
-            index = todo[real_position(position)]
-            return {"id": ids[index], "image": dataset.load_image(index), "padding": is_padding(position)}
-
-    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "ids": [item["id"] for item in items if not item["padding"]],
-            "images": torch.stack([item["image"] for item in items]),
-            "keep": torch.tensor([not item["padding"] for item in items]),
-        }
-
-    class Images(L.LightningDataModule):
-        def predict_dataloader(self) -> DataLoader:
-            sampler = SizeBucketBatchSampler(
-                [tuple(int(v) for v in dataset.image_sizes[i]) for i in todo],
-                batch_size,
-                shuffle=False,
-                num_replicas=self.trainer.world_size,
-                rank=self.trainer.global_rank,
-            )
-            return DataLoader(Items(), batch_sampler=sampler, collate_fn=collate)
-
-    class Extractor(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-            return self.model.extract_features(batch["images"])[batch["keep"]]
-
-    class ShardWriter(BasePredictionWriter):
-        def __init__(self) -> None:
-            super().__init__(write_interval="batch")
-            self.ids: list[str] = []
-            self.features: list[torch.Tensor] = []
-
-        def flush(self) -> None:
-            if self.ids:
-                cache.write_shard(self.ids, self.features, compression)
-                self.ids, self.features = [], []
-
-        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-            self.ids.extend(batch["ids"])
-            self.features.extend(prediction.detach().to("cpu", DTYPES_TORCH[cache.dtype]).unbind(0))
-            if len(self.ids) >= shard_size:
-                self.flush()
-
-        def on_predict_epoch_end(self, trainer, pl_module) -> None:
-            self.flush()
-
-    kwargs = dict(accelerator="auto", devices=1, logger=False, enable_model_summary=False)
-    kwargs.update(trainer_kwargs or {})
-    kwargs.update(use_distributed_sampler=False, enable_checkpointing=False, callbacks=[ShardWriter()])
-    trainer = L.Trainer(**kwargs)
-    with warnings.catch_warnings():  # our batch sampler does return every image
-        warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
-        trainer.predict(Extractor(), datamodule=Images(), return_predictions=False)
-    trainer.strategy.barrier()
-    cache.refresh()
-    return cache

@@ -1,6 +1,6 @@
 """`DeepGazeModule`: the LightningModule that trains a DeepGaze readout (or K of them at once).
 
-Objective (SPEC §1): the log-likelihood of the observed fixations in **bits per fixation
+Objective (docs/design.md): the log-likelihood of the observed fixations in **bits per fixation
 relative to a uniform density**, ``(mean_f log p(y_f, x_f) + log(H W)) / ln 2`` per image,
 averaged over images (``averaging="image"``, the reference) or over all fixations
 (``"fixation"``). The loss is its negative, plus ``l1 * sum |readout weights|`` if configured.
@@ -16,24 +16,56 @@ parameter of `DeepGaze` at all, so it is neither optimised nor written into chec
 After every validation epoch each member whose validation log-likelihood improved has its
 parameters copied into ``best__*`` buffers (saved with checkpoints); `best_model` returns the
 model made of each member's best epoch.
+
+Validation sums are a torchmetrics `Metric` (summed over devices by torchmetrics). The module
+saves its hyperparameters as plain data (the model config, the optimiser settings, the averaging),
+so ``DeepGazeModule.load_from_checkpoint(path)`` rebuilds it from a checkpoint alone.
 """
 
 from __future__ import annotations
 
 import math
 
+from collections.abc import Mapping
+from typing import Any
+
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
+from ..errors import ConfigError
+from ..io.typed import parse, to_dict
+from ..model.config import DeepGazeConfig
 from ..model.deepgaze import DeepGaze
+from .batch import TrainingBatch
 from .recipe import AVERAGING, OptimizerConfig
 
 LN2 = math.log(2.0)
 
 
+#: Rows of `ValidationSums`, each (K,) per member.
+VALIDATION_SUMS = ("ll", "centerbias_ll", "weight", "nss", "auc", "images")
+
+
 def _buffer_name(parameter: str) -> str:
     return "best__" + parameter.replace(".", "__")
+
+
+class ValidationSums(Metric):
+    """Per-member sums over a validation epoch, (len(VALIDATION_SUMS), K), summed over devices."""
+
+    full_state_update = False
+
+    def __init__(self, num_members: int) -> None:
+        super().__init__()
+        self.add_state("sums", default=torch.zeros(len(VALIDATION_SUMS), num_members), dist_reduce_fx="sum")
+
+    def update(self, sums: torch.Tensor) -> None:
+        self.sums += sums
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return dict(zip(VALIDATION_SUMS, self.sums))
 
 
 class DeepGazeModule(L.LightningModule):
@@ -44,42 +76,54 @@ class DeepGazeModule(L.LightningModule):
     ``val/auc`` of the members' densities (see `nss_and_auc`).
     """
 
-    def __init__(self, model: DeepGaze, optimizer: OptimizerConfig | None = None, averaging: str = "image") -> None:
+    def __init__(
+        self,
+        model: DeepGaze | Mapping[str, Any],
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
+        averaging: str = "image",
+    ) -> None:
+        """``model``: a `DeepGaze`, or its config as plain data (what a checkpoint stores);
+        ``optimizer``: an `OptimizerConfig` or its fields as plain data."""
         super().__init__()
         if averaging not in AVERAGING:
-            raise ValueError(f"averaging must be one of {AVERAGING}")
+            raise ConfigError(f"averaging must be one of {AVERAGING}, got {averaging!r}")
+        if isinstance(model, Mapping):
+            model = DeepGaze(DeepGazeConfig.from_dict(dict(model)))
+        if not isinstance(optimizer, OptimizerConfig):
+            optimizer = parse(OptimizerConfig, dict(optimizer or {}), "DeepGazeModule optimizer")
         self.model = model
-        self.optimizer_config = optimizer or OptimizerConfig()
+        self.optimizer_config = optimizer
         self.averaging = averaging
+        self.save_hyperparameters({"model": model.config.to_dict(), "optimizer": to_dict(optimizer), "averaging": averaging})
         k = model.num_members
         self.register_buffer("best_ll", torch.full((k,), -math.inf))
         self.register_buffer("best_epoch", torch.full((k,), -1, dtype=torch.long))
         for name, parameter in self._trainable():
             self.register_buffer(_buffer_name(name), parameter.detach().clone())
-        self._val_sums: torch.Tensor | None = None
+        self.val_sums = ValidationSums(k)
 
     def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
 
     # -- the objective --------------------------------------------------------------------------
-    def _grid(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if "features" in batch:
-            features = batch["features"].float()
+    def _grid(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if batch.features is not None:
+            features = batch.features.float()
         else:
-            features = self.model.extract_features(batch["images"])
-        return self.model.grid_log_densities(features, batch["size"])
+            features = self.model.extract_features(batch.images)
+        return self.model.grid_log_densities(features, batch.size)
 
-    def member_bits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def member_bits(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per image and member: log-likelihood in bits/fixation vs uniform (B, K), fixation
         counts (B,), and the centre bias's log-likelihood in bits/fixation (B,)."""
         return self._bits(batch, *self._grid(batch))
 
-    def _bits(self, batch: dict, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
-        height, width = batch["size"]
-        pixel_rows = batch["fix_y"].long().clamp(0, height - 1)
-        pixel_cols = batch["fix_x"].long().clamp(0, width - 1)
-        log_p = z[batch["fix_batch"], :, rows[pixel_rows], cols[pixel_cols]]  # (F, K) nats
-        one_hot = F.one_hot(batch["fix_batch"], z.shape[0]).to(log_p.dtype).T  # (B, F): deterministic sums
+    def _bits(self, batch: TrainingBatch, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        height, width = batch.size
+        pixel_rows = batch.fix_y.long().clamp(0, height - 1)
+        pixel_cols = batch.fix_x.long().clamp(0, width - 1)
+        log_p = z[batch.fix_batch, :, rows[pixel_rows], cols[pixel_cols]]  # (F, K) nats
+        one_hot = F.one_hot(batch.fix_batch, z.shape[0]).to(log_p.dtype).T  # (B, F): deterministic sums
         counts = one_hot.sum(dim=1)
         per_image = one_hot @ log_p / counts.clamp_min(1).unsqueeze(1)  # (B, K) mean log p in nats
         log_uniform = -math.log(height * width)
@@ -88,7 +132,7 @@ class DeepGazeModule(L.LightningModule):
         bias_bits = (one_hot @ bias[pixel_rows, pixel_cols] / counts.clamp_min(1) - log_uniform) / LN2
         return bits, counts, bias_bits
 
-    def nss_and_auc(self, batch: dict, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+    def nss_and_auc(self, batch: TrainingBatch, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
         """Per image and member, NSS and AUC of the member's density (B, K) each (monitoring only).
 
         Both read the density p over all H x W pixels, where a grid cell counts as the pixels it
@@ -96,40 +140,41 @@ class DeepGazeModule(L.LightningModule):
         over fixations of the fraction of pixels with lower density, ties counted one half (the
         benchmark ranks ties by pixel index instead; `deepgaze_hub.evaluation` does that).
         """
-        height, width = batch["size"]
+        height, width = batch.size
         cell = (torch.bincount(rows, minlength=z.shape[2]).unsqueeze(1) * torch.bincount(cols, minlength=z.shape[3])).to(z.dtype)
         total = cell.sum()
         p = z.detach().exp()
         mean = (p * cell).sum(dim=(2, 3)) / total
         std = (((p - mean[..., None, None]) ** 2 * cell).sum(dim=(2, 3)) / total).sqrt().clamp_min(1e-30)
-        pixel_rows = rows[batch["fix_y"].long().clamp(0, height - 1)]
-        pixel_cols = cols[batch["fix_x"].long().clamp(0, width - 1)]
-        values = p[batch["fix_batch"], :, pixel_rows, pixel_cols]  # (F, K)
-        one_hot = F.one_hot(batch["fix_batch"], z.shape[0]).to(z.dtype).T
+        pixel_rows = rows[batch.fix_y.long().clamp(0, height - 1)]
+        pixel_cols = cols[batch.fix_x.long().clamp(0, width - 1)]
+        values = p[batch.fix_batch, :, pixel_rows, pixel_cols]  # (F, K)
+        one_hot = F.one_hot(batch.fix_batch, z.shape[0]).to(z.dtype).T
         counts = one_hot.sum(dim=1).clamp_min(1).unsqueeze(1)
-        nss = one_hot @ ((values - mean[batch["fix_batch"]]) / std[batch["fix_batch"]]) / counts
+        nss = one_hot @ ((values - mean[batch.fix_batch]) / std[batch.fix_batch]) / counts
         flat = p.flatten(2)  # (B, K, G)
         ordered, order = flat.sort(dim=2)
         below = F.pad(cell.flatten()[order].cumsum(dim=2), (1, 0))  # pixels below each rank
         auc = torch.zeros_like(nss)
         for b in range(z.shape[0]):
-            mine = values[batch["fix_batch"] == b].T.contiguous()  # (K, F_b)
+            mine = values[batch.fix_batch == b].T.contiguous()  # (K, F_b)
             if mine.numel():
                 lower = below[b].gather(1, torch.searchsorted(ordered[b], mine, right=False))
                 upper = below[b].gather(1, torch.searchsorted(ordered[b], mine, right=True))
                 auc[b] = ((lower + upper) / 2 / total).mean(dim=1)
         return nss, auc
 
-    def _weights(self, batch: dict, counts: torch.Tensor) -> torch.Tensor:
-        mask = batch["mask"].to(counts.dtype) * (counts > 0).to(counts.dtype).unsqueeze(1)
+    def _weights(self, batch: TrainingBatch, counts: torch.Tensor) -> torch.Tensor:
+        mask = batch.mask.to(counts.dtype) * (counts > 0).to(counts.dtype).unsqueeze(1)
         return mask if self.averaging == "image" else mask * counts.unsqueeze(1)
 
     def _global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over all devices (in the step, so that the loss uses global counts)."""
         if self.trainer is not None and self.trainer.world_size > 1:
             return self.trainer.strategy.reduce(value.detach().clone(), reduce_op="sum")
         return value.detach()
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TrainingBatch, batch_idx: int) -> torch.Tensor:
         bits, counts, _ = self.member_bits(batch)
         weights = self._weights(batch, counts)
         total = self._global_sum(weights.sum(dim=0)).clamp_min(1e-12)  # (K,) over all devices
@@ -143,37 +188,28 @@ class DeepGazeModule(L.LightningModule):
 
     # -- validation and per-member best epochs ----------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = None
+        self.val_sums.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: TrainingBatch, batch_idx: int) -> None:
         grid = self._grid(batch)
         bits, counts, bias_bits = self._bits(batch, *grid)
         nss, auc = self.nss_and_auc(batch, *grid)
         weights = self._weights(batch, counts)
-        images = batch["mask"].to(weights.dtype) * (counts > 0).to(weights.dtype).unsqueeze(1)
-        sums = torch.stack(
-            [
-                (bits * weights).sum(0),
-                (bias_bits.unsqueeze(1) * weights).sum(0),
-                weights.sum(0),
-                (nss * images).sum(0),
-                (auc * images).sum(0),
-                images.sum(0),
-            ]
-        )
-        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+        images = batch.mask.to(weights.dtype) * (counts > 0).to(weights.dtype).unsqueeze(1)
+        sums = [bits * weights, bias_bits.unsqueeze(1) * weights, weights, nss * images, auc * images, images]
+        self.val_sums.update(torch.stack([values.sum(0) for values in sums]).detach())
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_sums is None or self.trainer.sanity_checking:
+        if self.val_sums.update_count == 0 or self.trainer.sanity_checking:
             return
-        ll_sum, bias_sum, weight, nss_sum, auc_sum, images = self._global_sum(self._val_sums)
-        weight, images = weight.clamp_min(1e-12), images.clamp_min(1e-12)
-        ll, bias_ll = ll_sum / weight, bias_sum / weight
-        # the sums are already reduced over devices, so every rank logs the same value
+        # summed over devices, so every rank logs the same values; (K,) each (torchmetrics squeezes K = 1)
+        sums = {name: values.reshape(-1) for name, values in self.val_sums.compute().items()}
+        weight, images = sums["weight"].clamp_min(1e-12), sums["images"].clamp_min(1e-12)
+        ll, bias_ll = sums["ll"] / weight, sums["centerbias_ll"] / weight
         self.log("val/ll", ll.mean(), prog_bar=True, sync_dist=True)
         self.log("val/ig", (ll - bias_ll).mean(), prog_bar=True, sync_dist=True)
-        self.log("val/nss", (nss_sum / images).mean(), sync_dist=True)
-        self.log("val/auc", (auc_sum / images).mean(), sync_dist=True)
+        self.log("val/nss", (sums["nss"] / images).mean(), sync_dist=True)
+        self.log("val/auc", (sums["auc"] / images).mean(), sync_dist=True)
         for k in range(ll.numel()):
             self.log(f"val/ll_m{k}", ll[k], sync_dist=True)
         improved = ll > self.best_ll

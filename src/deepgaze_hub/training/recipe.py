@@ -18,37 +18,44 @@ on the others, every member starting from an earlier stage's readout. Example::
 
 Every field of `StageConfig`, `FeatureCacheConfig` and `TrainerConfig` can be set in YAML or
 overridden on the command line with dotted paths: ``--set stages.1.epochs=5 data.mit1003=/d/m.h5``.
+Files and overrides go through `deepgaze_hub.io.typed`: a value of the wrong type or out of bounds
+(``epochs: abc``, ``folds: 1``, ``optimizer.lr: 0``) is a `ConfigError` naming the file, the field
+and what is allowed, raised before anything is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import DeepGazeError
-from ..model.config import ConfigError, DeepGazeConfig
+from ..errors import ConfigError
+from ..hub.registry import default_directory
+from ..io.typed import bounded, override, parse, read_yaml, to_dict, validate
+from ..model.config import DeepGazeConfig
 
 AVERAGING = ("image", "fixation")
-
-
-class RecipeError(DeepGazeError, ValueError):
-    """A recipe that cannot run; the message names the field."""
+#: Feature cache storage types and HDF5 compressions a recipe may ask for.
+CACHE_DTYPES = ("float16", "float32")
+CACHE_COMPRESSIONS = ("lzf", "gzip")
+#: Lightning precisions a recipe may ask for.
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 @dataclass
 class OptimizerConfig:
     """Adam with step decay (the reference: lr 1e-3, x0.1 at milestones, counted in epochs)."""
 
-    lr: float = 1e-3
-    milestones: list[int] = field(default_factory=lambda: [10, 20])
-    gamma: float = 0.1
-    weight_decay: float = 0.0
-    l1: float = 0.0  # weight of the L1 penalty on readout weights (the paper's regulariser)
+    lr: float = bounded(1e-3, gt=0, le=10, help="Adam learning rate")
+    milestones: list[int] = bounded(default_factory=lambda: [10, 20], item_ge=1, max_len=1000, help="epochs at which lr is multiplied by gamma")
+    gamma: float = bounded(0.1, gt=0, le=1, help="learning-rate factor at each milestone")
+    weight_decay: float = bounded(0.0, ge=0, help="Adam weight decay")
+    l1: float = bounded(0.0, ge=0, help="weight of the L1 penalty on readout weights (the paper's regulariser)")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -71,18 +78,21 @@ class StageConfig:
         fit_centerbias: fit the centre bias on ``train`` and install it in the model first.
     """
 
-    name: str
-    train: str
+    name: str = bounded(min_len=1, max_len=100)
+    train: str = bounded(min_len=1)
     val: str | None = None
-    folds: int | None = None
-    fold_seed: int = 0
+    folds: int | None = bounded(None, ge=2, le=1000)
+    fold_seed: int = bounded(0, ge=0)
     joint: bool = True
     init: str | None = None
-    epochs: int = 20
-    batch_size: int = 8
-    averaging: str = "image"
+    epochs: int = bounded(20, ge=1, le=100_000)
+    batch_size: int = bounded(8, ge=1, le=4096)
+    averaging: str = bounded("image", choices=AVERAGING)
     fit_centerbias: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @property
     def num_members(self) -> int:
@@ -95,31 +105,37 @@ class FeatureCacheConfig:
 
     enabled: bool = True
     dir: str | None = None  # default: <run dir>/features
-    dtype: str = "float16"
-    compression: str = "lzf"
-    batch_size: int = 4
+    dtype: str = bounded("float16", choices=CACHE_DTYPES)
+    compression: str = bounded("lzf", choices=CACHE_COMPRESSIONS)
+    batch_size: int = bounded(4, ge=1, le=1024)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
 class TrainerConfig:
-    """Passed to `lightning.Trainer`: devices, nodes, strategy, precision, workers."""
+    """Passed to `lightning.Trainer` (see `deepgaze_hub.training.trainer.make_trainer`)."""
 
-    accelerator: str = "auto"
+    accelerator: str = bounded("auto", choices=ACCELERATORS)
     devices: int | str = 1
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, ge=1, le=10_000)
     strategy: str = "auto"
-    precision: str = "32-true"
-    num_workers: int = 0
+    precision: str = bounded("32-true", choices=PRECISIONS)
+    num_workers: int = bounded(0, ge=0, le=256)
     deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
 class Recipe:
-    name: str
-    data: dict[str, str]
-    stages: list[StageConfig]
+    name: str = bounded(min_len=1, max_len=200)
+    data: dict[str, str] = bounded(min_len=1)
+    stages: list[StageConfig] = bounded(min_len=1, max_len=100)
     model: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -129,16 +145,16 @@ class Recipe:
         try:
             return DeepGazeConfig.from_dict(values)
         except ConfigError as error:
-            raise RecipeError(f"recipe {self.name}: model: {error}") from error
+            raise ConfigError(f"recipe {self.name}: model: {error}") from error
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise RecipeError(f"recipe {self.name} has no stage {name!r}")
+        raise ConfigError(f"recipe {self.name} has no stage {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
     def fingerprint(self) -> str:
         """Canonical JSON of everything that determines the result (for resume checks)."""
@@ -147,8 +163,6 @@ class Recipe:
 
 def shipped_recipes() -> dict[str, Path]:
     """The recipes that come with deepgaze-hub (``hub_configs/recipes/``), by name."""
-    from ..hub.registry import default_directory
-
     return {path.stem: path for path in sorted((default_directory() / "recipes").glob("*.yaml"))}
 
 
@@ -156,104 +170,44 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML), validate.
 
     ``path`` is a YAML file, or the name of a recipe that ships with deepgaze-hub
-    (`shipped_recipes`, e.g. ``"deepgaze2-vgg19"``).
+    (`shipped_recipes`, e.g. ``"deepgaze2-vgg19"``). Raises `ConfigError` naming the file and
+    the field for anything malformed.
     """
     path = Path(path)
     if not path.exists() and str(path) in shipped_recipes():
         path = shipped_recipes()[str(path)]
     elif not path.exists():
-        raise RecipeError(f"no recipe file {path}, and no shipped recipe of that name (shipped: {sorted(shipped_recipes())})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RecipeError(f"cannot read recipe {path}: {error}") from error
+        raise ConfigError(f"no recipe file {path}, and no shipped recipe of that name (shipped: {sorted(shipped_recipes())})")
+    raw = read_yaml(path, "recipe")
     if not isinstance(raw, dict):
-        raise RecipeError(f"recipe {path} is not a YAML mapping")
+        raise ConfigError(f"recipe {path} is not a YAML mapping")
+    raw.setdefault("name", path.stem)
     for item in overrides or []:
-        apply_override(raw, item)
-    return recipe_from_dict(raw, where=str(path))
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Set ``a.b.0.c=value`` in a nested dict/list structure; list indices are integers."""
-    if "=" not in item:
-        raise RecipeError(f"override {item!r} must look like key.path=value")
-    key, _, text = item.partition("=")
-    parts = key.strip().split(".")
-    target: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        try:
-            target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
-        except (IndexError, ValueError, AttributeError):
-            raise RecipeError(f"override {item!r}: no {'.'.join(parts[: i + 1])} in the recipe") from None
-    last = parts[-1]
-    value = yaml.safe_load(text) if text.strip() else None
-    if isinstance(target, list):
-        try:
-            target[int(last)] = value
-        except (IndexError, ValueError):
-            raise RecipeError(f"override {item!r}: no index {last}") from None
-    elif isinstance(target, dict):
-        target[last] = value
-    else:
-        raise RecipeError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+        override(raw, item)
+    return recipe_from_dict(raw, where=f"recipe {path}" + (" with --set " + " ".join(overrides) if overrides else ""))
 
 
 def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> Recipe:
-    raw = dict(raw)
-    try:
-        stages = [_build(StageConfig, s, f"{where}: stages[{i}]") for i, s in enumerate(raw.pop("stages", None) or [])]
-        recipe = Recipe(
-            name=raw.pop("name", Path(where).stem),
-            data=dict(raw.pop("data", None) or {}),
-            stages=stages,
-            model=dict(raw.pop("model", None) or {}),
-            seed=int(raw.pop("seed", 0)),
-            feature_cache=_build(FeatureCacheConfig, raw.pop("feature_cache", None) or {}, f"{where}: feature_cache"),
-            trainer=_build(TrainerConfig, raw.pop("trainer", None) or {}, f"{where}: trainer"),
-        )
-    except TypeError as error:
-        raise RecipeError(f"{where}: {error}") from error
-    if raw:
-        raise RecipeError(f"{where}: unknown top-level keys {sorted(raw)}")
-    validate(recipe, where)
+    """The checked `Recipe` of plain data (types, bounds, and how stages refer to data and each other)."""
+    recipe = parse(Recipe, raw, where)
+    check_references(recipe, where)
     return recipe
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    if not isinstance(values, dict):
-        raise RecipeError(f"{where} must be a mapping")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise RecipeError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    values = dict(values)
-    if cls is StageConfig and "optimizer" in values:
-        values["optimizer"] = _build(OptimizerConfig, values["optimizer"] or {}, f"{where}.optimizer")
-    return cls(**values)
-
-
-def validate(recipe: Recipe, where: str) -> None:
-    if not recipe.stages:
-        raise RecipeError(f"{where}: no stages")
+def check_references(recipe: Recipe, where: str) -> None:
+    """Stage names unique, datasets named in ``data``, ``init`` earlier, folds without ``val``."""
     seen: set[str] = set()
     for stage in recipe.stages:
         at = f"{where}: stage {stage.name!r}"
         if stage.name in seen:
-            raise RecipeError(f"{at}: duplicate stage name")
+            raise ConfigError(f"{at}: duplicate stage name")
         for role in ("train", "val"):
             name = getattr(stage, role)
             if name is not None and name not in recipe.data:
-                raise RecipeError(f"{at}: {role} dataset {name!r} is not in data ({sorted(recipe.data)})")
-        if stage.folds is not None and stage.folds < 2:
-            raise RecipeError(f"{at}: folds must be >= 2 (or absent)")
+                raise ConfigError(f"{at}: {role} dataset {name!r} is not in data ({sorted(recipe.data)})")
         if stage.folds and stage.val:
-            raise RecipeError(f"{at}: a k-fold stage validates on its own folds; remove val")
+            raise ConfigError(f"{at}: a k-fold stage validates on its own folds; remove val")
         if stage.init is not None and stage.init not in seen:
-            raise RecipeError(f"{at}: init {stage.init!r} must name an earlier stage")
-        if stage.averaging not in AVERAGING:
-            raise RecipeError(f"{at}: averaging must be one of {AVERAGING}")
-        if stage.epochs < 1 or stage.batch_size < 1:
-            raise RecipeError(f"{at}: epochs and batch_size must be >= 1")
+            raise ConfigError(f"{at}: init {stage.init!r} must name an earlier stage")
         seen.add(stage.name)
     recipe.model_config(1)  # the model section must parse

@@ -11,7 +11,9 @@ Run directory layout::
 
 A stage (or fold) whose ``result.json`` exists is done and is not trained again; an unfinished
 one resumes from its ``last.ckpt``. So a killed run continues where it stopped when the same
-command is run again.
+command is run again. A ``last.ckpt`` that cannot be read (truncated, damaged) stops the run with
+a `TrainingError` naming the file: delete it to train that stage from its start, or pass
+``--restart`` to start the whole run over (nothing is silently retrained).
 """
 
 from __future__ import annotations
@@ -19,32 +21,40 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import shutil
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ..baselines import fit_centerbias
-from ..data import FixationDataset, default_dataset, image_set_digest
-from ..hub.card import EvaluationResult, ModelCardInfo
+from ..data import EMBEDDED, FixationDataset, open_dataset
+from ..errors import ConfigError, TrainingError
+from ..evaluation.crossval import CrossvalInfo
+from ..evaluation.evaluate import evaluate_model
+from ..evaluation.report import Column, EvaluationReport, Row
 from ..io.atomic import atomic_save_npy, atomic_write_text
+from ..model.card import CardMetric, ModelCardInfo
 from ..model.deepgaze import DeepGaze
-from ..model.ensemble import repeat_member, stack_members
 from .datamodule import FixationDataModule
-from .feature_cache import FeatureCache, build_feature_cache, feature_key
+from .feature_build import build_feature_cache
+from .feature_cache import FeatureCache, feature_key
 from .module import DeepGazeModule
-from .recipe import Recipe, RecipeError, StageConfig
+from .recipe import Recipe, StageConfig
+from .trainer import make_trainer
 
 RESULT_FILE = "result.json"
-EMBEDDED = "embedded"
+#: The card's cross-validated scores: (column, label on the card).
+CARD_COLUMNS = ((Column.IG_VS_UNIFORM, "IG vs uniform"), (Column.IG_VS_CENTRE_BIAS, "IG vs centre bias"))
 
 
 @dataclass
@@ -73,7 +83,7 @@ class RecipeRun:
         path = self.run_dir / "recipe.json"
         if path.exists() and not restart:
             if json.loads(path.read_text()) != json.loads(self.recipe.fingerprint()):
-                raise RecipeError(
+                raise ConfigError(
                     f"{self.run_dir} holds a run of a different recipe (see {path}); use another --run-dir, "
                     "or --restart to discard that run"
                 )
@@ -83,22 +93,16 @@ class RecipeRun:
         atomic_write_text(path, json.dumps(self.recipe.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def dataset(self, name: str) -> FixationDataset:
+        """The recipe's dataset ``name`` (`open_dataset`: its file, or the embedded one), opened once."""
         if name not in self._datasets:
             path = self.recipe.data[name]
-            if path == EMBEDDED:
-                self._datasets[name] = default_dataset()
-            else:
-                if not Path(path).exists():
-                    raise RecipeError(
-                        f"dataset {name!r}: {path} does not exist; import your data with `deepgaze-hub data import ...` "
-                        f"and pass its path with --set data.{name}=PATH"
-                    )
-                self._datasets[name] = FixationDataset.open(path)
+            if path != EMBEDDED and not Path(path).exists():
+                raise ConfigError(
+                    f"dataset {name!r}: {path} does not exist; import your data with `deepgaze-hub data import ...` "
+                    f"and pass its path with --set data.{name}=PATH"
+                )
+            self._datasets[name] = open_dataset(path)
         return self._datasets[name]
-
-    def _trainer_kwargs(self) -> dict[str, Any]:
-        t = self.recipe.trainer
-        return dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision)
 
     def _new_model(self, members: int) -> DeepGaze:
         model = DeepGaze(self.recipe.model_config(members), backbone=self._backbone)
@@ -132,7 +136,7 @@ class RecipeRun:
                 cache,
                 batch_size=settings.batch_size,
                 compression=settings.compression,
-                trainer_kwargs=self._trainer_kwargs(),
+                trainer=self.recipe.trainer,
             )
         return cache
 
@@ -146,17 +150,17 @@ class RecipeRun:
         out = self.run_dir / "model"
         crossval = self._crossval(model, final_stage) if final_stage.folds else None
         model.card_info = self._card_info(crossval)
-        if self._is_global_zero():
+        if _is_global_zero():
             model.save_pretrained(out)
             if crossval is not None:
-                atomic_write_text(out / "crossval.json", json.dumps(crossval, indent=2) + "\n")
+                atomic_write_text(out / "crossval.json", json.dumps(crossval.to_dict(), indent=2) + "\n")
             table = summary_table([r for _, r in results.values()], crossval)
             atomic_write_text(self.run_dir / "summary.md", table + "\n")
             self.log(table)
             self.log(f"saved the ensemble to {out}")
         return out
 
-    def _card_info(self, crossval: dict[str, Any] | None) -> ModelCardInfo:
+    def _card_info(self, crossval: EvaluationReport | None) -> ModelCardInfo:
         stages = ", ".join(
             f"{s.name} ({'%d-fold cross-validation on ' % s.folds if s.folds else ''}{s.train}"
             f"{', stopping set ' + s.val if s.val else ''}, {s.epochs} epochs)"
@@ -166,25 +170,20 @@ class RecipeRun:
         evaluation = []
         if crossval is not None:
             split = f"held-out folds ({final.folds}-fold cross-validation)"
-            model_row = crossval["rows"]["model"]
-            for metric in ("IG vs uniform", "IG vs centre bias"):
-                evaluation.append(EvaluationResult(final.train, metric, round(model_row[metric], 4), split, "bits/fixation"))
-            fraction = truth_fraction(crossval)
+            for column, label in CARD_COLUMNS:
+                value = round(crossval.score(Row.MODEL, column), 4)
+                evaluation.append(CardMetric(final.train, label, value, split, "bits/fixation"))
+            fraction = crossval.truth_fraction
             if fraction is not None:
-                evaluation.append(EvaluationResult(final.train, "IG / true IG", round(100 * fraction, 1), split, "%"))
+                evaluation.append(CardMetric(final.train, "IG / true IG", round(100 * fraction, 1), split, "%"))
         return ModelCardInfo(
             title=f"DeepGaze ensemble trained with recipe {self.recipe.name}",
             datasets=sorted({s.train for s in self.recipe.stages} | {s.val for s in self.recipe.stages if s.val}),
             recipe=f"recipes/{self.recipe.name}.yaml",
             training=f"Trained with deepgaze-hub, recipe `{self.recipe.name}` (seed {self.recipe.seed}): {stages}.",
             evaluation=evaluation,
-            crossval=self.crossval_info(final) if final.folds else None,
+            crossval=self.crossval_info(final).to_dict() if final.folds else None,
         )
-
-    def _is_global_zero(self) -> bool:
-        import torch.distributed as dist
-
-        return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
 
     def _start_model(self, stage: StageConfig, results: dict, members: int) -> DeepGaze:
         if stage.init is None:
@@ -192,11 +191,11 @@ class RecipeRun:
         else:
             previous, _ = results[stage.init]
             if previous.num_members == members:
-                model = stack_members([previous])
+                model = DeepGaze.stack([previous])
             elif previous.num_members == 1:
-                model = repeat_member(previous, members)
+                model = previous.repeat_member(members)
             else:
-                raise RecipeError(f"stage {stage.name}: cannot start {members} members from {previous.num_members}")
+                raise ConfigError(f"stage {stage.name}: cannot start {members} members from {previous.num_members}")
         if stage.fit_centerbias:
             model.set_centerbias(torch.from_numpy(self._centerbias(stage.train)))
         return model
@@ -207,7 +206,7 @@ class RecipeRun:
             parts = [
                 self._run_unit(stage, directory / f"fold-{k}", results, members=1, fold=k) for k in range(stage.folds)
             ]
-            model = stack_members([m for m, _ in parts])
+            model = DeepGaze.stack([m for m, _ in parts])
             result = StageResult(
                 stage.name,
                 stage.folds,
@@ -245,21 +244,20 @@ class RecipeRun:
         )
         module = DeepGazeModule(model, stage.optimizer, stage.averaging)
         last = directory / "checkpoints" / "last.ckpt"
-        self.log(f"{label}: training {members} member(s) for {stage.epochs} epochs" + (" (resuming)" if last.exists() else ""))
-        trainer = L.Trainer(
+        resume = last.exists()
+        if resume:
+            check_checkpoint(last)
+        self.log(f"{label}: training {members} member(s) for {stage.epochs} epochs" + (" (resuming)" if resume else ""))
+        trainer = make_trainer(
+            self.recipe.trainer,
             max_epochs=stage.epochs,
             logger=CSVLogger(directory, name="logs", version=0),
             # one rolling checkpoint, rewritten (atomically) after every epoch: what a resume starts from
             callbacks=[ModelCheckpoint(dirpath=directory / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)],
-            use_distributed_sampler=False,
-            num_sanity_val_steps=0,
-            enable_model_summary=False,
-            deterministic=self.recipe.trainer.deterministic,
             default_root_dir=directory,
             log_every_n_steps=1,
-            **self._trainer_kwargs(),
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         best = module.best_model()
         result = StageResult(
             stage.name,
@@ -270,37 +268,43 @@ class RecipeRun:
         )
         if trainer.is_global_zero:
             best.save_pretrained(directory / "model")
-            atomic_write_text(done, json.dumps(result.__dict__, indent=2) + "\n")
+            atomic_write_text(done, json.dumps(asdict(result), indent=2) + "\n")
         trainer.strategy.barrier()
         return best, result
 
     # -- cross-validated evaluation ---------------------------------------------------------------
-    def crossval_info(self, stage: StageConfig) -> dict[str, Any]:
+    def crossval_info(self, stage: StageConfig) -> CrossvalInfo:
         """Which member may score which image: the fold assignment and the exact image set."""
-        dataset = self.dataset(stage.train)
-        return {
-            "dataset": stage.train,
-            "folds": stage.folds,
-            "fold_seed": stage.fold_seed,
-            "images": len(dataset),
-            "image_set": image_set_digest(dataset),
-        }
+        return CrossvalInfo.of(self.dataset(stage.train), stage.train, stage.folds, stage.fold_seed)
 
-    def _crossval(self, model: DeepGaze, stage: StageConfig) -> dict[str, Any]:
+    def _crossval(self, model: DeepGaze, stage: StageConfig) -> EvaluationReport:
         """Score every image with the member that did not train on it: `evaluate_model` with IG and
         LL against uniform, the leave-one-image-out centre bias and (synthetic data) the truth."""
         saved = self.run_dir / "model" / "crossval.json"
         if saved.exists() and (self.run_dir / "model" / "model.safetensors").exists():
-            return json.loads(saved.read_text())
-        from ..evaluation.evaluate import evaluate_model
-
-        report = evaluate_model(
+            return EvaluationReport.from_dict(json.loads(saved.read_text()))
+        return evaluate_model(
             model, self.dataset(stage.train), crossval=self.crossval_info(stage), metrics=["IG", "LL"], gold_standard=False, progress=False
         )
-        return report.to_dict()
 
 
-def summary_table(results: list[StageResult], crossval: dict[str, Any] | None) -> str:
+def check_checkpoint(path: Path) -> None:
+    """Raise `TrainingError` if the checkpoint ``path`` cannot be read (truncated or damaged)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise TrainingError(
+            f"cannot resume from {path}: the checkpoint is damaged or truncated ({' '.join(str(error).split())[:200]}); "
+            "delete it to train this stage from its start, or rerun with --restart to start the whole run over"
+        ) from None
+
+
+def _is_global_zero() -> bool:
+    return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
+
+
+def summary_table(results: list[StageResult], crossval: EvaluationReport | None) -> str:
+    """The run's summary as Markdown: one row per stage, then the cross-validated scores."""
     lines = [
         "| stage | members | best epochs | val LL (bits/fix) | time (s) |",
         "|---|---|---|---|---|",
@@ -309,20 +313,12 @@ def summary_table(results: list[StageResult], crossval: dict[str, Any] | None) -
         ll = np.mean([v for v in r.best_ll if math.isfinite(v)]) if any(math.isfinite(v) for v in r.best_ll) else float("nan")
         lines.append(f"| {r.name} | {r.members} | {', '.join(map(str, r.best_epoch))} | {ll:.4f} | {r.seconds:.1f} |")
     if crossval:
-        rows = crossval["rows"]
-        lines += ["", f"Cross-validated on {crossval['dataset']['images']} images (each scored by the member that did not train on it):", ""]
-        lines += ["| model | IG vs uniform (bits/fix) | IG vs centre bias (bits/fix) |", "|---|---|---|"]
-        for name, row in rows.items():
-            lines.append(f"| {name} | {row['IG vs uniform']:.4f} | {row['IG vs centre bias']:.4f} |")
-        fraction = truth_fraction(crossval)
+        columns = (Column.IG_VS_UNIFORM, Column.IG_VS_CENTRE_BIAS)
+        lines += ["", f"Cross-validated on {crossval.dataset['images']} images (each scored by the member that did not train on it):", ""]
+        lines += ["| model | " + " | ".join(f"{column} (bits/fix)" for column in columns) + " |", "|---|---|---|"]
+        for name, row in crossval.rows.items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[column]:.4f}" for column in columns) + " |")
+        fraction = crossval.truth_fraction
         if fraction is not None:
             lines.append(f"\nThe ensemble reaches {100 * fraction:.1f}% of the truth's information gain over the centre bias.")
     return "\n".join(lines)
-
-
-def truth_fraction(crossval: dict[str, Any]) -> float | None:
-    """IG of the model / IG of the true densities, both vs the centre bias (synthetic data only)."""
-    rows = crossval["rows"]
-    if "truth" not in rows or not rows["truth"]["IG vs centre bias"]:
-        return None
-    return rows["model"]["IG vs centre bias"] / rows["truth"]["IG vs centre bias"]

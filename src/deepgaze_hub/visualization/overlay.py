@@ -67,7 +67,7 @@ def density_overlay(
         image = image.detach().cpu().permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
     elif isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
-    base = np.asarray(image, dtype=np.float64)
+    base = np.asarray(image, dtype=np.float32)  # float32: a 40 Mpx overlay stays within ~2 GB
     if base.ndim == 2:
         base = np.repeat(base[..., None], 3, axis=-1)
     density = _density(log_density)
@@ -75,8 +75,8 @@ def density_overlay(
         raise ValueError(f"image is {base.shape[:2]} but the density is {density.shape}")
     out = base * 0.55 + 30.0
     if show_density:
-        relative = np.sqrt(density / density.max())
-        colour = apply_colormap(relative).astype(np.float64)
+        relative = np.sqrt(density / density.max()).astype(np.float32)
+        colour = apply_colormap(relative).astype(np.float32)
         alpha = (0.25 + 0.6 * relative)[..., None]
         out = out * (1 - alpha) + colour * alpha
     if show_contours:

@@ -22,6 +22,16 @@ semicolon or tab) is detected; a UTF-8 byte-order mark is skipped. Observer labe
 names. Images are stored in sorted name order; images in the folder that no row mentions are not
 imported (their number is recorded as ``unreferenced_images``).
 
+Image paths must stay inside the image folder: an absolute path or one that climbs out of it
+(``../secret.png``) is refused, naming the row, unless ``allow_outside_images`` is set. A NUL byte
+anywhere in the table is refused (naming the line and column): it is never part of real data.
+
+Rows that repeat an earlier row exactly (every imported column equal) are counted and the count is
+stored as ``duplicate_count``. They are kept by default, because every recorded fixation counts in
+the benchmark convention and two fixations of one observer on the same pixel without times are
+indistinguishable from a repeated row; ``drop_duplicates=True`` removes the repeats (keeping the
+first) and records ``duplicates = "dropped"``.
+
 Export writes ``FOLDER/images/<name>`` (the embedded bytes) and ``FOLDER/fixations.csv`` with all
 columns above plus extras; floats are written in Python's shortest round-trip form, so importing
 the export gives back the identical dataset.
@@ -34,15 +44,15 @@ import io
 import math
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
+from ...errors import DatasetError
 from ...io.atomic import atomic_open, atomic_write_bytes
 from ...io.images import IMAGE_SUFFIXES
 from ..dataset import FixationDataset
-from ..errors import DatasetError
-from ..fixations import Fixations
+from ..fixations import Fixations, duplicate_mask
 from ..stimuli import displayed_size
 from .common import write_imported
 
@@ -86,6 +96,8 @@ def import_csv(
     outside: str = "drop",
     time_unit: str = "unknown",
     name: str | None = None,
+    allow_outside_images: bool = False,
+    drop_duplicates: bool = False,
     progress: bool = False,
 ) -> FixationDataset:
     """Convert a fixation table and its image folder into a dataset at ``out`` (see module docstring)."""
@@ -99,15 +111,8 @@ def import_csv(
         raise DatasetError(f"{table}: missing columns {missing} (the header has {header}); name yours with --column FIELD=HEADER")
     optional = {f: getattr(columns, f) for f in ("t", "duration", "scanpath", "order") if getattr(columns, f) in header}
     standard = set(required) | set(optional.values())
-    other = [c for c in header if c not in standard]
 
-    names = sorted({row[columns.image] for row in rows})
-    for image_name in names:
-        if not (image_dir / image_name).is_file():
-            line = lines[next(i for i, row in enumerate(rows) if row[columns.image] == image_name)]
-            raise DatasetError(f"{table}, line {line}: image {image_name!r} is not a file in {image_dir}")
-    index_of = {image_name: i for i, image_name in enumerate(names)}
-    image = np.array([index_of[row[columns.image]] for row in rows], dtype=np.int64)
+    names, image = _images(table, image_dir, rows, lines, columns.image, allow_outside_images)
     shift = 1.0 if one_based else 0.0
     x = _numbers(table, rows, lines, columns.x, required=True) - shift
     y = _numbers(table, rows, lines, columns.y, required=True) - shift
@@ -116,21 +121,59 @@ def import_csv(
     for f in ("scanpath", "order"):
         if f in values:
             values[f] = _whole(table, rows, lines, optional[f], values[f])
-    extra, ignored = {}, []
-    for column in other:
-        try:
-            extra[column] = _numbers(table, rows, lines, column, required=False)
-        except DatasetError:
-            ignored.append(column)
+    extra, ignored = _extra_columns(table, rows, lines, [c for c in header if c not in standard])
     fixations = Fixations.build(image=image, x=x, y=y, observer=observer, extra=extra, **values)
+    repeats = duplicate_mask(fixations)
+    if drop_duplicates:
+        fixations = fixations[~repeats]
     sizes = np.array([displayed_size(image_dir / n, str(image_dir / n)) for n in names], np.int64).reshape(-1, 2)
-    on_disk = sum(1 for p in image_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    metadata = {"name": name or table.stem, "time_unit": time_unit, "unreferenced_images": on_disk - len(names)}
+    metadata = {
+        "name": name or table.stem, "time_unit": time_unit, "unreferenced_images": _unreferenced(image_dir, names),
+        "duplicate_count": int(repeats.sum()), "duplicates": "dropped" if drop_duplicates else "kept",
+    }
     if ignored:
         metadata["ignored"] = ignored
     return write_imported(
         out, images=[image_dir / n for n in names], image_names=names, image_sizes=sizes, fixations=fixations,
         outside=outside, source=f"CSV {table}", metadata=metadata, observer_names=observer_names, progress=progress,
+    )
+
+
+def _images(table: Path, image_dir: Path, rows, lines, column: str, allow_outside: bool) -> tuple[list[str], np.ndarray]:
+    """The sorted distinct image names of the table and the (F,) image index of each row."""
+    names = sorted({row[column] for row in rows})
+    for image_name in names:
+        line = lines[next(i for i, row in enumerate(rows) if row[column] == image_name)]
+        relative = PurePath(image_name)
+        if not allow_outside and (relative.is_absolute() or os.path.normpath(relative).split(os.sep)[0] == ".."):
+            problem = "is an absolute path, not one relative to" if relative.is_absolute() else "leads out of"
+            raise DatasetError(
+                f"{table}, line {line}: image {image_name!r} {problem} the image folder {image_dir}; move it into "
+                "the folder, or pass --allow-outside-images (allow_outside_images=True) to import it anyway"
+            )
+        if not (image_dir / image_name).is_file():
+            raise DatasetError(f"{table}, line {line}: image {image_name!r} is not a file in {image_dir}")
+    index_of = {image_name: i for i, image_name in enumerate(names)}
+    return names, np.array([index_of[row[column]] for row in rows], dtype=np.int64)
+
+
+def _extra_columns(table: Path, rows, lines, columns: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Numeric further columns as extra fields; the names of the others (not imported)."""
+    extra, ignored = {}, []
+    for column in columns:
+        try:
+            extra[column] = _numbers(table, rows, lines, column, required=False)
+        except DatasetError:
+            ignored.append(column)
+    return extra, ignored
+
+
+def _unreferenced(image_dir: Path, names: list[str]) -> int:
+    """How many image files under ``image_dir`` no row of the table mentions."""
+    referenced = {os.path.normpath(n) for n in names}
+    return sum(
+        1 for p in image_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and os.path.normpath(p.relative_to(image_dir)) not in referenced
     )
 
 
@@ -186,15 +229,29 @@ def _read_table(table: Path) -> tuple[list[str], list[dict[str, str]], list[int]
     if len(set(header)) != len(header):
         raise DatasetError(f"{table}: repeated column names in the header {header}")
     reader.fieldnames = header
+    _refuse_nul(table, 1, dict(zip(header, header)))
     rows, lines = [], []
-    for row in reader:
-        if None in row or any(value is None for value in row.values()):
-            raise DatasetError(f"{table}, line {reader.line_num}: the row has {'more' if None in row else 'fewer'} fields than the header")
-        rows.append({key: value.strip() for key, value in row.items()})
-        lines.append(reader.line_num)
+    try:
+        for row in reader:
+            if None in row or any(value is None for value in row.values()):
+                raise DatasetError(f"{table}, line {reader.line_num}: the row has {'more' if None in row else 'fewer'} fields than the header")
+            _refuse_nul(table, reader.line_num, row)
+            rows.append({key: value.strip() for key, value in row.items()})
+            lines.append(reader.line_num)
+    except csv.Error as error:  # e.g. an unterminated quote
+        raise DatasetError(f"{table}, line {reader.line_num}: not a valid CSV row ({error})") from None
     if not rows:
         raise DatasetError(f"{table}: the table has a header but no rows")
     return header, rows, lines
+
+
+def _refuse_nul(table: Path, line: int, row: dict[str, str]) -> None:
+    for column, value in row.items():
+        if "\0" in value:
+            raise DatasetError(
+                f"{table}, line {line}, column {column!r}: contains a NUL byte ({value!r}); "
+                "the file is binary or damaged, not a CSV table"
+            )
 
 
 def _numbers(table: Path, rows: list[dict[str, str]], lines: list[int], column: str, *, required: bool) -> np.ndarray:

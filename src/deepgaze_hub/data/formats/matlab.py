@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
+from ...errors import DatasetError
 
 
 def load_mat(path: Path) -> dict[str, Any]:

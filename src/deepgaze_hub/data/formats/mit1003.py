@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import DatasetError
 from ..dataset import FixationDataset
-from ..errors import DatasetError
 from ..fixations import Fixations
 from ..stimuli import displayed_size
 from .common import write_imported

@@ -48,9 +48,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ...errors import DatasetError
 from ...io.atomic import atomic_path, atomic_write_bytes
 from ..dataset import FixationDataset
-from ..errors import DatasetError
 from ..fixations import FIELDS, Fixations
 from ..stimuli import displayed_size, encode_png
 from .common import write_imported

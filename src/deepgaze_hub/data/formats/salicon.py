@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import DatasetError
 from ...io.images import IMAGE_SUFFIXES
 from ..dataset import FixationDataset
-from ..errors import DatasetError
 from ..fixations import Fixations
 from ..stimuli import displayed_size
 from .common import write_imported
@@ -64,38 +64,17 @@ def import_salicon(
     """
     if fixation_type not in FIXATION_TYPES:
         raise DatasetError(f"SALICON fixation_type must be one of {sorted(FIXATION_TYPES)}, got {fixation_type!r}")
-    if root is None and (images is None or fixations is None):
-        raise DatasetError("SALICON import: give the download folder, or both the images and the fixations folder")
-    image_dir = Path(images) if images is not None else Path(root) / "images" / split
-    mat_dir = Path(fixations) if fixations is not None else Path(root) / "fixations" / split
-    for folder, what in ((image_dir, "images"), (mat_dir, "fixation files")):
-        if not folder.is_dir():
-            raise DatasetError(f"SALICON import: the {what} folder {folder} does not exist")
+    image_dir, mat_dir = _folders(root, split, images, fixations)
     mat_files = sorted(mat_dir.glob("*.mat"))
     if not mat_files:
         raise DatasetError(f"SALICON import: no .mat fixation files in {mat_dir}")
     by_stem = {p.stem: p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-
-    sources, sizes, parts = [], [], []
-    scanpath = 0
-    for index, mat_path in enumerate(mat_files):
-        image_path = by_stem.get(mat_path.stem)
-        if image_path is None:
+    sources = []
+    for mat_path in mat_files:
+        if mat_path.stem not in by_stem:
             raise DatasetError(f"{mat_path}: no image named {mat_path.stem}.* in {image_dir}")
-        size = displayed_size(image_path, str(image_path))
-        observers = read_salicon_mat(mat_path, fixation_type, size)
-        for observer, (xy, t) in enumerate(observers):
-            count = len(xy)
-            if count:
-                parts.append(
-                    Fixations.build(
-                        image=np.full(count, index), x=xy[:, 0] - 1.0, y=xy[:, 1] - 1.0,
-                        observer=np.full(count, observer), t=t, scanpath=np.full(count, scanpath), order=np.arange(count),
-                    )
-                )
-                scanpath += 1
-        sources.append(image_path)
-        sizes.append(size)
+        sources.append(by_stem[mat_path.stem])
+    sizes, fixations_read = _read_fixations(mat_files, sources, fixation_type)
     metadata = {
         "name": name or f"SALICON {split} ({fixation_type})",
         "time_unit": "ms" if fixation_type == "mouse" else "unknown",
@@ -103,9 +82,43 @@ def import_salicon(
         "images_without_fixations": len(by_stem) - len(mat_files),
     }
     return write_imported(
-        out, images=sources, image_names=[p.name for p in sources], image_sizes=np.array(sizes, np.int64).reshape(-1, 2),
-        fixations=Fixations.concatenate(parts), outside=outside, source=f"SALICON {mat_dir}", metadata=metadata, progress=progress,
+        out, images=sources, image_names=[p.name for p in sources], image_sizes=sizes, fixations=fixations_read,
+        outside=outside, source=f"SALICON {mat_dir}", metadata=metadata, progress=progress,
     )
+
+
+def _folders(root, split: str, images, fixations) -> tuple[Path, Path]:
+    """The image folder and the .mat folder of a split (the download layout unless overridden)."""
+    if root is None and (images is None or fixations is None):
+        raise DatasetError("SALICON import: give the download folder, or both the images and the fixations folder")
+    image_dir = Path(images) if images is not None else Path(root) / "images" / split
+    mat_dir = Path(fixations) if fixations is not None else Path(root) / "fixations" / split
+    for folder, what in ((image_dir, "images"), (mat_dir, "fixation files")):
+        if not folder.is_dir():
+            raise DatasetError(f"SALICON import: the {what} folder {folder} does not exist")
+    return image_dir, mat_dir
+
+
+def _read_fixations(mat_files: list[Path], images: list[Path], fixation_type: str) -> tuple[np.ndarray, Fixations]:
+    """(N, 2) (H, W) image sizes and the 0-based fixations of every observer on every image.
+
+    Image ``i`` is ``images[i]`` with fixations from ``mat_files[i]``; each observer's samples on
+    an image form one scanpath, numbered in reading order.
+    """
+    sizes, parts = [], []
+    for index, (mat_path, image_path) in enumerate(zip(mat_files, images)):
+        size = displayed_size(image_path, str(image_path))
+        for observer, (xy, t) in enumerate(read_salicon_mat(mat_path, fixation_type, size)):
+            count = len(xy)
+            if count:
+                parts.append(
+                    Fixations.build(
+                        image=np.full(count, index), x=xy[:, 0] - 1.0, y=xy[:, 1] - 1.0,
+                        observer=np.full(count, observer), t=t, scanpath=np.full(count, len(parts)), order=np.arange(count),
+                    )
+                )
+        sizes.append(size)
+    return np.array(sizes, np.int64).reshape(-1, 2), Fixations.concatenate(parts)
 
 
 def read_salicon_mat(path: Path, fixation_type: str, size: tuple[int, int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

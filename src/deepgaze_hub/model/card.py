@@ -1,23 +1,24 @@
 """The model card: the README.md that describes a saved or published model.
 
 `ModelCardInfo` is what a card says beyond the architecture: where the model comes from (registry
-name, recipe, datasets), how well it does (`EvaluationResult` rows) and under which terms. A model
+name, recipe, datasets), how well it does (`CardMetric` rows) and under which terms. A model
 carries it as ``model.card_info``; `save_pretrained` stores it inside ``model.safetensors`` (as
 header metadata, so it travels with the weights and is covered by their sha256) and writes a fresh
 README.md from it and from ``config.json`` on every save. `build_model_card` renders the card.
+
+The card is one of the files a model writes, so it lives with the model: this module imports only
+the config and huggingface_hub's card classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..io.atomic import atomic_write_text
-
-if TYPE_CHECKING:
-    from ..model.config import BackboneConfig, DeepGazeConfig
+from .config import BackboneConfig, DeepGazeConfig
 
 #: Where the project's hubconf.py lives on GitHub: ``torch.hub.load(TORCH_HUB_REPO, ...)``.
 TORCH_HUB_REPO = "deepgaze-hub/deepgaze-hub"
@@ -46,7 +47,7 @@ _CITATION = """@article{kummerer2016deepgaze2,
 
 
 @dataclass
-class EvaluationResult:
+class CardMetric:
     """One row of a card's evaluation table.
 
     Attributes:
@@ -90,7 +91,7 @@ class ModelCardInfo:
     datasets: list[str] = field(default_factory=list)
     recipe: str | None = None
     training: str | None = None
-    evaluation: list[EvaluationResult] = field(default_factory=list)
+    evaluation: list[CardMetric] = field(default_factory=list)
     licenses: dict[str, str] = field(default_factory=dict)
     repo_id: str | None = None
     crossval: dict[str, Any] | None = None
@@ -104,10 +105,19 @@ class ModelCardInfo:
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["evaluation"] = [
-            EvaluationResult(**{k: v for k, v in row.items() if k in {f.name for f in fields(EvaluationResult)}})
+            CardMetric(**{k: v for k, v in row.items() if k in {f.name for f in fields(CardMetric)}})
             for row in values.get("evaluation") or []
         ]
         return cls(**values)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> ModelCardInfo | None:
+        """`from_dict` for what a weights file stores: None if it is damaged (a card is descriptive
+        only: a damaged one must not block loading)."""
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, AttributeError):
+            return None
 
 
 class DeepGazeModelCard(ModelCard):
@@ -165,26 +175,30 @@ def _title(config: DeepGazeConfig, info: ModelCardInfo) -> str:
 
 def _loading(info: ModelCardInfo) -> str:
     repo = info.repo_id or "<repo id>"
-    if info.name:
-        hub_line = f'model = torch.hub.load("{TORCH_HUB_REPO}", "{info.name.replace("-", "_")}")'
-        registry = f'model = deepgaze_hub.load("{info.name}")  # pinned revision, files checked by sha256\n'
-    else:
-        hub_line = f'model = torch.hub.load("{TORCH_HUB_REPO}", "from_pretrained", "{repo}")'
-        registry = ""
-    return (
-        "## Load it in one line\n\n"
-        "```python\n"
-        "import torch\n"
-        f"{hub_line}\n"
-        "```\n\n"
-        "or, with `pip install deepgaze-hub`:\n\n"
+    python = (
         "```python\n"
         "import deepgaze_hub\n"
-        f'model = deepgaze_hub.DeepGaze.from_pretrained("{repo}", revision="<commit hash>")\n'
-        f"{registry}"
+        + (f'model = deepgaze_hub.load("{info.name}")  # pinned revision, files checked by sha256\n' if info.name else "")
+        + f'model = deepgaze_hub.load("hf-hub:{repo}@<commit hash>")\n'
+        f'model = deepgaze_hub.DeepGaze.from_pretrained("{repo}", revision="<commit hash>")  # the same\n'
         'log_density = model.predict("image.jpg")  # (H, W) tensor, natural log\n'
-        "```\n\n"
-        "Pin `revision` to a full commit hash for reproducible results. Only `config.json` and "
+        "```"
+    )
+    if info.name:  # a registry model is also a torch.hub entry point of the project's hubconf.py
+        hub = (
+            "```python\n"
+            "import torch\n"
+            f'model = torch.hub.load("{TORCH_HUB_REPO}", "{info.name.replace("-", "_")}")\n'
+            "```\n\n"
+            "or, with `pip install deepgaze-hub`:\n\n"
+        )
+    else:
+        hub = "With `pip install deepgaze-hub`:\n\n"
+    return (
+        "## Load it in one line\n\n"
+        + hub
+        + python
+        + "\n\nPin `revision` to a full commit hash for reproducible results. Only `config.json` and "
         "`model.safetensors` are read; loading never unpickles anything."
     )
 
