@@ -38,6 +38,16 @@ _ARGS = """
         natural-log densities, ``model.predict(path_or_image)`` takes anything image-like.
 """
 
+_RELEASE = """
+
+    The authors' release file is downloaded on first use (resumable, cached) from
+    {url},
+    its layout checked, converted once and cached; later loads read only the converted copy
+    (offline works).
+    The authors give no licence: research use at your discretion, do not re-host. Only
+    ``pretrained=True`` applies.
+"""
+
 
 def _import(module):
     """Import ``module`` of this checkout's src/ without leaving src/ on sys.path."""
@@ -61,6 +71,8 @@ def _entry_point(entry):
     load.__name__ = load.__qualname__ = entry.entry_point
     status = "" if entry.published else " (declared: weights not published yet; use pretrained=False)"
     summary = _textwrap.fill(" ".join(entry.description.split()), 96, initial_indent="    ", subsequent_indent="    ")
+    if entry.release is not None:
+        summary += _RELEASE.format(url=entry.release.url)
     load.__doc__ = f"{entry.title or name}{status}.\n\n{summary}\n{_ARGS}"
     return load
 

@@ -5,7 +5,12 @@ on their values):
 
 * 10-member ensemble forward / single-member forward (goal <= 1.05: members share the backbone);
 * backbone-only time / full forward time (how much of a prediction is the frozen network);
-* our finalizer for K members vs the reference's per-member interpolate + conv1d finalizer.
+* our finalizer for K members vs the reference's per-member interpolate + conv1d finalizer;
+* the reference implementation's DeepGaze II forward (tests/reference_impl.py: the same
+  torchvision VGG-19 run module by module, the authors' way) against ours: ours by default
+  (channels-last backbone, float32; goal <= 0.75) and ours with a bfloat16 backbone, whose
+  accuracy cost `benchmarks/bench_precision.py` measures. bfloat16 is fast on GPUs and on CPUs
+  with AMX or AVX512-BF16; on other CPUs it is emulated and slower.
 
 Timings interleave the variants and report medians, so machine load affects all alike.
 
@@ -15,6 +20,7 @@ Timings interleave the variants and report medians, so machine load affects all 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -24,9 +30,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_impl import member_log_density  # noqa: E402  (the literal reference finalizer)
+from reference_impl import member_log_density, reference_forward  # noqa: E402  (the literal reference)
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig  # noqa: E402
+
+#: torchvision vgg19().features indices of DeepGaze II's taps (conv5_1, relu5_1, relu5_2, conv5_3, relu5_4).
+VGG_TAPS = [28, 29, 31, 32, 35]
 
 
 def timed(fn, device) -> float:
@@ -59,8 +68,20 @@ def main() -> None:
     images = (torch.rand(1, 3, height, width) * 255).to(device)
     centerbias = single.centerbias((height, width)).to(device)[None]
     features = ensemble.extract_features(images)
+    reference = copy.deepcopy(single)  # the same weights, run the authors' way: default memory layout
+    for extractor in reference.backbones:
+        extractor.channels_last = False
+
+    def reduced() -> torch.Tensor:
+        single.precision = "bfloat16"
+        try:
+            return single(images)
+        finally:
+            single.precision = "float32"
 
     variants = {
+        "reference": lambda: reference_forward(reference, images, centerbias, VGG_TAPS),
+        "ours_bf16": reduced,
         "single": lambda: single(images),
         "ensemble": lambda: ensemble(images),
         "backbone": lambda: single.extract_features(images),
@@ -85,6 +106,8 @@ def main() -> None:
     print(f"ratio {args.members}-member / single-member forward: {median['ensemble'] / median['single']:.3f}  (goal <= 1.05)")
     print(f"ratio backbone-only / full single-member forward:   {median['backbone'] / median['single']:.3f}")
     print(f"ratio reference finalizer / ours (K={args.members}):          {median['finalizer_reference'] / median['finalizer_ours']:.1f}x")
+    print(f"ratio ours default (float32) / reference forward:   {median['single'] / median['reference']:.3f}  (goal <= 0.75)")
+    print(f"ratio ours bfloat16 backbone / reference forward:   {median['ours_bf16'] / median['reference']:.3f}")
 
 
 if __name__ == "__main__":

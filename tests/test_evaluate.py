@@ -28,7 +28,6 @@ from deepgaze_hub.evaluation.evaluate import (
     blur_sigmas,
     evaluate_model,
     evaluate_predictions,
-    leave_one_image_out_centerbias,
 )
 from deepgaze_hub.evaluation.crossval import held_out_members, names_match
 from deepgaze_hub.evaluation.report import write_report
@@ -124,7 +123,7 @@ def test_baselines_are_held_out(report, synthetic_dataset):
     centerbias = fit_centerbias(synthetic_dataset)
     fixations = synthetic_dataset.fixations
     area = float(np.prod(synthetic_dataset.image_sizes[0]))
-    loo = leave_one_image_out_centerbias(centerbias, synthetic_dataset)
+    loo = list(centerbias.crossvalidated_log_densities(synthetic_dataset))
     loo_ll = evaluate_log_densities(loo, fixations.x, fixations.y, fixations.image, metrics=["LL"])["LL"].value
     assert report.rows["centre bias"]["LL"] == pytest.approx(loo_ll, abs=1e-9)
     # the fit's own leave-one-image-out score (kernels at histogram bins) agrees; the in-sample fit scores higher

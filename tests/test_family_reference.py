@@ -26,23 +26,7 @@ from deepgaze_hub.model.efficientnet import (
 import reference_family as ref
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Many tiny ops: on a shared, oversubscribed machine two spinning threads make them ~50x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="session")
-def deepgaze1_state() -> dict[str, torch.Tensor]:
-    return official.random_published_state_dict("deepgaze1", seed=0)  # 61 M values, ~245 MB
-
-
-@pytest.fixture(scope="session")
-def deepgaze2e_state() -> dict[str, torch.Tensor]:
-    return official.random_published_state_dict("deepgaze2e", seed=0)  # 105 M values, ~420 MB
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_template(size: int = 1024) -> np.ndarray:

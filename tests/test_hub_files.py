@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from deepgaze_hub import ConfigError, DeepGaze, DeepGazeConfig, WeightsError
 from deepgaze_hub.model.card import CardMetric, ModelCardInfo, build_model_card
+from deepgaze_hub.model.files import WEIGHTS_FORMAT_VERSION
 
 INFO = ModelCardInfo(
     name="tiny-test",
@@ -114,9 +115,10 @@ def test_weights_from_a_newer_release_fail_clearly(model, tmp_path):
     save_file(
         state,
         tmp_path / "model.safetensors",
-        metadata={"deepgaze_hub.weights_format": "2", "deepgaze_hub.version": "9.0"},
+        metadata={"deepgaze_hub.weights_format": str(WEIGHTS_FORMAT_VERSION + 1), "deepgaze_hub.version": "9.0"},
     )
-    with pytest.raises(WeightsError, match=r"weights format 2, written by deepgaze-hub 9\.0.*pip install -U"):
+    newer = WEIGHTS_FORMAT_VERSION + 1
+    with pytest.raises(WeightsError, match=rf"weights format {newer}, written by deepgaze-hub 9\.0.*pip install -U"):
         DeepGaze.from_pretrained(tmp_path)
 
 

@@ -165,7 +165,7 @@ def test_every_setting_has_a_generated_option():
         "serve --model m --max-upload-mb 1.5 --formats jpg,tif --timeout 7 --upload-timeout-s 3 "
         "--header-timeout-s 2 --max-uploads 9 --max-uploads-per-client 3 --max-queue 5 --max-fixations 0 "
         "--result-cache-mb 2 --max-batch 1 --batch-wait-ms 0 --max-batch-pixels 100 --max-pixels 1000 "
-        "--show-model-path".split()
+        "--max-decodes 1 --max-working-pixels 5000 --full-size --precision bfloat16 --show-model-path".split()
     )
     assert serve_cli.settings_from_args(args) == ServiceSettings(
         max_upload_bytes=int(1.5 * 2**20),
@@ -182,10 +182,14 @@ def test_every_setting_has_a_generated_option():
         batch_wait_ms=0.0,
         max_batch_pixels=100,
         max_pixels=1000,
+        max_decodes=1,
+        max_working_pixels=5000,
+        full_size=True,
+        precision="bfloat16",
         show_model_path=True,
     )
     helps = " ".join(parser._subparsers._group_actions[0].choices["serve"].format_help().split())
-    assert "default: 20 MiB" in helps and "default: JPEG,PNG,WEBP,BMP,GIF,TIFF" in helps
+    assert "default: 64 MiB" in helps and "default: 50000000" in helps and "default: JPEG,PNG,WEBP,BMP,GIF,TIFF" in helps
 
 
 def test_serve_refuses_bad_settings_before_loading_anything(model_dir, capsys):
@@ -209,10 +213,10 @@ def test_serve_refuses_bad_settings_before_loading_anything(model_dir, capsys):
     ],
 )
 def test_library_errors_are_4xx_and_only_faults_are_5xx(model, png, monkeypatch, raised, status, code):
-    def failing_decode(data, settings):
+    def failing_decode(data, settings, scale):
         raise raised
 
-    monkeypatch.setattr(routes, "decode_upload", failing_decode)
+    monkeypatch.setattr(routes, "prepare_upload", failing_decode)
     with BackgroundServer(create_app(model, ServiceSettings(), name="tiny")) as url:
         reply = post_image(url, png)
         assert reply.status == status and reply.error_code() == code

@@ -27,7 +27,9 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from .kde import (
     PairChunks,
     best_mixture_weight,
     cell_masses,
+    held_out_difference,
     interval_mass,
     maximize,
     normalised_log,
@@ -84,6 +87,37 @@ class CenterBiasModel:
         mass = rows @ hist @ cols.T / self._normaliser(centres, hist)
         density = (1 - self.uniform_weight) * mass + self.uniform_weight / (height * width)
         return normalised_log(density)
+
+    def crossvalidated_log_densities(self, data) -> Iterator[torch.Tensor]:
+        """float32 (H, W) log density of every image of ``data`` (a `FixationDataset` or a
+        ``(Fixations, image_sizes)`` pair, the data this model was fitted on), in order, from the
+        fixations of all *other* images: the histogram without the image's own fixations (binned as
+        `fit_centerbias` bins them), with the fitted bandwidth and uniform weight.
+
+        The kernel sum of all fixations is made once per image size; each image then costs one
+        subtraction of its own kernels (`kde.held_out_difference`).
+        """
+        fixations, sizes = selected_fixations(data)
+        grid = self.grid_size
+        size = sizes[fixations.image]
+        bin_col = np.clip((fixations.x / size[:, 1] * grid).astype(np.int64), 0, grid - 1)
+        bin_row = np.clip((fixations.y / size[:, 0] * grid).astype(np.int64), 0, grid - 1)
+        centres = self._centres(None)
+        inside = cell_masses(1, centres, self.bandwidth)[0]
+        normaliser = inside @ self.histogram @ inside
+        current = None
+        for index, (height, width) in enumerate(sizes):
+            if current is None or current[0] != (height, width):
+                rows, cols = cell_masses(int(height), centres, self.bandwidth), cell_masses(int(width), centres, self.bandwidth)
+                current = ((height, width), rows, cols, rows @ self.histogram @ cols.T)
+            _, rows, cols, total = current
+            own = np.flatnonzero(fixations.image == index)
+            own_rows, own_cols = torch.as_tensor(bin_row[own]), torch.as_tensor(bin_col[own])
+            own_mass = rows[:, own_rows] @ cols[:, own_cols].T
+            own_hist = torch.zeros_like(self.histogram).index_put_((own_rows, own_cols), torch.ones(len(own), dtype=torch.float64), accumulate=True)
+            direct = partial(_kernel_sum, rows, self.histogram - own_hist, cols)
+            mass = held_out_difference(total, own_mass, direct) / (normaliser - inside[own_rows] @ inside[own_cols])
+            yield normalised_log((1 - self.uniform_weight) * mass.clamp_min(0.0) + self.uniform_weight / (height * width))
 
     def template(self, shape=(256, 256)) -> torch.Tensor:
         """The (rows, cols) log-density template over normalised coordinates for `DeepGaze.set_centerbias`."""
@@ -182,6 +216,11 @@ def fit_centerbias(
         bandwidth=10.0**log10_h, uniform_weight=w, histogram=held_out.hist.cpu(), cv_log_likelihood=cv_ll,
         cv="leave-one-image-out" if held_out.leave_one_out else "10-fold over images",
     )
+
+
+def _kernel_sum(rows: torch.Tensor, histogram: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(H, W) sum of the kernels of a (grid, grid) histogram: ``rows @ histogram @ cols^T``."""
+    return rows @ histogram @ cols.T
 
 
 class _HeldOutRatios:

@@ -38,6 +38,21 @@ def cell_masses(cells: int, centres: torch.Tensor, bandwidth: float) -> torch.Te
     return interval_mass(edges[:-1, None], edges[1:, None], centres[None, :], bandwidth)
 
 
+#: Relative share of the other images below which a leave-one-image-out map is recomputed directly.
+RECOMPUTE_BELOW = 1e-6
+
+
+def held_out_difference(total: torch.Tensor, own: torch.Tensor, direct: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``total - own``: a kernel sum over all images minus one image's own kernels (both (H, W),
+    non-negative), or ``direct()`` (the sum over the other images computed from scratch) where some
+    pixel has own kernels but the others' share is below `RECOMPUTE_BELOW` of its total, so that
+    the difference would keep too few significant digits (e.g. a corner only the image reaches)."""
+    held_out = total - own
+    if bool(((own > 0) & (held_out <= RECOMPUTE_BELOW * total)).any()):
+        return direct()
+    return held_out
+
+
 def normalised_log(density: torch.Tensor) -> torch.Tensor:
     """float32 log of an (H, W) float64 density, renormalised so that its ``exp`` sums to 1."""
     log_density = density.log()

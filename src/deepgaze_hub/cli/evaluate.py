@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-gold-standard", action="store_true", help="skip the gold standard (and the explained information gain)")
     parser.add_argument("--metrics", default=None, help="comma-separated subset of IG,LL,AUC,sAUC,NSS,CC,KLDiv,SIM (default: all)")
     parser.add_argument("--empirical-sigma", type=float, default=None, metavar="PX", help="blur of the CC/KLDiv/SIM maps in pixels (default: 24 px scaled to the image size; 40 for CAT2000)")
+    parser.add_argument("--centerbias", choices=("fit", "pysaliency"), default="fit", help="baseline of IG vs centre bias: 'fit' (a KDE fitted to the dataset, default) or 'pysaliency' (the benchmark's CrossvalidatedBaselineModel with --centerbias-bandwidth and --centerbias-eps)")
+    parser.add_argument("--centerbias-bandwidth", type=float, default=None, metavar="B", help="with --centerbias pysaliency: kernel std as a fraction of the image size (default: MIT1003's 10**-1.6668)")
+    parser.add_argument("--centerbias-eps", type=float, default=None, metavar="E", help="with --centerbias pysaliency: uniform weight (default: MIT1003's 10**-14.88)")
     parser.add_argument("--export-pysaliency", type=Path, default=None, metavar="FILE.hdf5", help="also write the evaluated log densities as a pysaliency HDF5 model file")
     parser.add_argument("--export-mit", type=Path, default=None, metavar="DIR", help="also write the densities as MIT benchmark submission images (JPEG, each image's size)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import open_dataset
+    from ..evaluation.centre_bias import CenterBiasConvention
     from ..evaluation.evaluate import evaluate_model
     from ..evaluation.export import export_mit_submission, export_pysaliency_hdf5
     from ..evaluation.report import write_report
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         crossval = {"folds": args.folds, "fold_seed": args.fold_seed}
     else:
         crossval = args.crossval
+    convention = CenterBiasConvention(args.centerbias, args.centerbias_bandwidth, args.centerbias_eps)
     dataset = open_dataset(args.data)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, revision=args.revision, map_location=device)
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         model_name=args.model,
         keep_log_densities=args.export_pysaliency is not None or args.export_mit is not None,
+        centerbias=convention,
     )
     log_densities = report.log_densities
     written = [str(path) for path in write_report(report, args.out).values()]

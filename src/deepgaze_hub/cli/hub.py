@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..hub.publish import push
 from ..hub.registry import Registry
+from ..hub.release import SOURCE_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    if (args.model_dir / SOURCE_FILE).is_file() and not args.private:
+        print(
+            f"deepgaze-hub push: note: {args.model_dir} is converted from the DeepGaze authors' release "
+            "files, which carry no licence; do not re-host them publicly: consider --private",
+            file=sys.stderr,
+        )
     publication = push(
         args.model_dir,
         args.repo_id,
@@ -60,13 +67,16 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = [("name", "status", "backbone", "members", "hub repo", "title")]
+    rows = [("name", "status", "backbone", "members", "source", "title")]
     for entry in Registry().entries():
         if args.published and not entry.published:
             continue
-        config = entry.config()
-        status = f"published@{entry.hub.revision[:12]}" if entry.published else "declared"
-        rows.append((entry.name, status, config.backbone.name, str(config.num_members), entry.hub.repo_id, entry.title))
+        if entry.release is not None:  # the architecture is the converter's
+            backbone, members, source = f"({entry.release.converter})", "-", entry.release.url
+        else:
+            config = entry.config()
+            backbone, members, source = config.backbone.name, str(config.num_members), entry.hub.repo_id
+        rows.append((entry.name, entry.status, backbone, members, source, entry.title))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])

@@ -14,6 +14,7 @@ fixations are ``x`` (column), ``y`` (row) float pixels and ``n`` (image index), 
 and both averages.
 """
 
+from .centre_bias import CenterBiasConvention
 from .crossval import CrossvalInfo, held_out_members
 from .evaluate import evaluate_model, evaluate_predictions
 from .export import export_mit_submission, export_pysaliency_hdf5
@@ -32,6 +33,7 @@ from .saliency_maps import (
 
 __all__ = [
     "METRICS",
+    "CenterBiasConvention",
     "Column",
     "CrossvalInfo",
     "EvaluationReport",

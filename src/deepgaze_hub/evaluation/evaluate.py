@@ -6,17 +6,18 @@ Rows of the report (`deepgaze_hub.evaluation.report`):
   member that did not train on it (member j scores the images that
   ``kfold_assignments(dataset, folds, fold_seed)`` puts in fold j, as the model card's
   ``crossval`` records); otherwise by the full mixture of all members.
-* **centre bias**: `fit_centerbias` on the dataset, scored **leave one image out**: image i is
-  scored by the kernel density estimate of the fixations of all *other* images (its own fixations
-  are taken out of the fitted histogram; bandwidth and uniform weight are the fitted ones, which
-  `fit_centerbias` chose by leave-one-image-out cross-validation). The baselines API has no
-  per-fixation leave-one-out log-likelihoods, so they are computed here from its histogram. Its
+* **centre bias**: scored **leave one image out** (image i by the density of the fixations of all
+  *other* images) in one of two conventions (`CenterBiasConvention`, `deepgaze_hub.evaluation.centre_bias`):
+  ``"fit"`` (default), `fit_centerbias` on the dataset without the image's own fixations, or
+  ``"pysaliency"``, the benchmark's ``CrossvalidatedBaselineModel(bandwidth, eps)``
+  (`BenchmarkCenterBias`), so that IG vs centre bias equals what pysaliency reports. Its
   per-fixation log-likelihoods are the baseline of every "IG vs centre bias" and of the explained
-  information gain. Its sAUC alone uses the fit on all images, one map for every image (the
-  benchmark's situation, a centre bias fitted on other data): sAUC compares an image's map with
-  the other images' maps, and leave-one-out maps of the other images contain the very fixations
-  being scored, which would push the score far below 0.5.
-* **gold standard** (optional): `fit_gold_standard` (mixed with the fitted centre bias). IG, LL,
+  information gain. Its sAUC alone uses one map from all images (the benchmark's situation, a
+  centre bias fitted on other data): sAUC compares an image's map with the other images' maps, and
+  leave-one-out maps of the other images contain the very fixations being scored, which would push
+  the score far below 0.5.
+* **gold standard** (optional): `fit_gold_standard` (mixed with the *fitted* centre bias, whatever
+  the convention; its IG is measured against the convention's centre bias). IG, LL,
   AUC and NSS score each observer's fixations with the density of the *other* observers on the
   image (leave one observer out, the definition of the explainable information), so it costs one
   map per observer and image, the evaluation's largest cost after the model on CPU; sAUC, CC,
@@ -39,7 +40,6 @@ images at a time inside the metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +57,7 @@ from ..baselines import (
 )
 from ..data import FixationDataset
 from ..errors import DatasetError, EvaluationError
+from .centre_bias import CenterBiasConvention, centre_bias_maps, centre_bias_shared_maps
 from .crossval import CrossvalInfo, dataset_label, held_out_members
 from .information import explained_information_gain
 from .probabilistic import METRICS, evaluate_log_densities
@@ -93,6 +94,8 @@ def evaluate_model(
     progress: bool = True,
     model_name: str = "model",
     keep_log_densities: bool = False,
+    centerbias: CenterBiasConvention | None = None,
+    features=None,
 ) -> EvaluationReport:
     """Score ``model`` (a `DeepGaze`) and the baselines on ``dataset`` (see the module docstring).
 
@@ -110,11 +113,15 @@ def evaluate_model(
         progress: show progress bars; model_name: the model's label in the table.
         keep_log_densities: keep the model's log densities (as scored) in ``report.log_densities``,
             e.g. to export them (`export_pysaliency_hdf5`, `export_mit_submission`).
+        centerbias: the centre-bias convention of every "IG vs centre bias" (default: fitted,
+            `CenterBiasConvention`).
+        features: precomputed backbone features, anything with ``features[image_id]`` -> (C, h, w)
+            (e.g. a training run's feature cache): the backbone does not run again.
     """
     started = time.perf_counter()
     members, crossval_info = held_out_members(model, dataset, crossval)
     log_densities = model_log_densities(
-        model, dataset, members=members, batch_size=batch_size, device=device, progress=progress
+        model, dataset, members=members, batch_size=batch_size, device=device, progress=progress, features=features
     )
     report = evaluate_predictions(
         log_densities,
@@ -127,6 +134,7 @@ def evaluate_model(
         empirical_sigma=empirical_sigma,
         progress=progress,
         model_name=model_name,
+        centerbias=centerbias,
     )
     report.seconds = time.perf_counter() - started
     if keep_log_densities:
@@ -153,12 +161,15 @@ def model_log_densities(
     batch_size: int = 4,
     device: torch.device | str | None = None,
     progress: bool = True,
+    features=None,
 ) -> list[torch.Tensor]:
     """The model's log density of every image: float32 (H, W) CPU tensors, natural log, each summing to 1.
 
     ``members``: None for the full mixture, or int (N,) the member that scores each image. Images
     of one size and member are run ``batch_size`` at a time (the backbone once per image); the
-    model is put in eval mode on ``device`` for the call and restored afterwards.
+    model is put in eval mode on ``device`` for the call and restored afterwards. ``features``:
+    anything with ``features[image_id]`` -> the (C, h, w) `extract_features` output of that image
+    (e.g. a feature cache); then the backbone does not run and no image is loaded.
     """
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
@@ -174,8 +185,13 @@ def model_log_densities(
             for (_, _, member), indices in groups.items():
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start : start + batch_size]
-                    images = torch.stack([dataset.load_image(i) for i in chunk]).to(model.device)
-                    out = model(images, members=None if member < 0 else member)
+                    chosen = None if member < 0 else member
+                    if features is None:
+                        images = torch.stack([dataset.load_image(i) for i in chunk]).to(model.device)
+                        out = model(images, members=chosen)
+                    else:
+                        stacked = torch.stack([features[dataset.image_ids[i]] for i in chunk]).float().to(model.device)
+                        out = model.log_density_from_features(stacked, dataset.image_sizes[chunk[0]], members=chosen)
                     for i, log_density in zip(chunk, out):
                         results[i] = log_density.float().cpu()
                     bar.update(len(chunk))
@@ -196,6 +212,7 @@ def evaluate_predictions(
     empirical_sigma: float | None = None,
     progress: bool = True,
     model_name: str = "model",
+    centerbias: CenterBiasConvention | None = None,
 ) -> EvaluationReport:
     """Score given log densities (one (H, W) natural-log density per image) and the baselines.
 
@@ -210,9 +227,10 @@ def evaluate_predictions(
     model_sigma, empirical = blur_sigmas(dataset, empirical_sigma)
     map_metrics = [m for m in metrics if m != "IG"]  # IG is derived from LL (see `_row`)
     score = _scorer(dataset, model_sigma, empirical)
-    centerbias = fit_centerbias(dataset)
+    convention = centerbias or CenterBiasConvention()
+    centerbias = fit_centerbias(dataset)  # the gold standard mixes it in, whatever the convention
     gold = _fitted_gold_standard(dataset, centerbias) if gold_standard else None
-    results = _row_results(log_densities, dataset, centerbias, gold, score, map_metrics, progress)
+    results = _row_results(log_densities, dataset, (convention, centerbias), gold, score, map_metrics, progress)
     rows, rows_over_images, per_row = _tables(results, dataset)
     report = EvaluationReport(
         model_name=model_name,
@@ -222,8 +240,8 @@ def evaluate_predictions(
         rows=rows,
         rows_over_images=rows_over_images,
         per_image=_per_image(dataset, members, per_row),
-        settings=_settings(centerbias, gold, model_sigma, empirical),
-        notes=_notes(dataset, gold is not None, model_sigma, empirical),
+        settings=_settings(convention, centerbias, gold, model_sigma, empirical),
+        notes=_notes(dataset, convention.describe(centerbias), gold is not None, model_sigma, empirical),
     )
     report.seconds = time.perf_counter() - started
     return report
@@ -255,16 +273,25 @@ def _fitted_gold_standard(dataset: FixationDataset, centerbias: CenterBiasModel)
 def _row_results(
     log_densities: list[torch.Tensor],
     dataset: FixationDataset,
-    centerbias: CenterBiasModel,
+    centerbias: tuple[CenterBiasConvention, CenterBiasModel],
     gold: GoldStandardModel | None,
     score: Scorer,
     metrics: Sequence[str],
     progress: bool,
 ) -> dict[Row, dict[str, MetricResult]]:
-    """Every row's metric results; each row's maps are made after the previous row's are released."""
-    results = {Row.CENTRE_BIAS: score(leave_one_image_out_centerbias(centerbias, dataset), [m for m in metrics if m != "sAUC"])}
+    """Every row's metric results; each row's maps are made after the previous row's are released.
+
+    ``centerbias``: the convention of the centre-bias row and the fitted model (see `centre_bias`).
+    """
+    convention, fitted = centerbias
+    maps, log_likelihoods = centre_bias_maps(convention, fitted, dataset)
+    results = {Row.CENTRE_BIAS: score(maps, [m for m in metrics if m != "sAUC"])}
+    del maps
+    if log_likelihoods is not None:  # float64 values of the benchmark's maps, not the float32 copies
+        n = torch.as_tensor(dataset.fixations.image)
+        results[Row.CENTRE_BIAS]["LL"] = MetricResult.from_fixations("LL", torch.as_tensor(log_likelihoods), n, len(dataset))
     if "sAUC" in metrics:  # one map for all images: see the module docstring
-        results[Row.CENTRE_BIAS].update(score([centerbias.log_density(tuple(size)) for size in dataset.image_sizes], ["sAUC"]))
+        results[Row.CENTRE_BIAS].update(score(centre_bias_shared_maps(convention, fitted, dataset), ["sAUC"]))
     results[Row.MODEL] = score(log_densities, metrics)
     if gold is not None:
         results[Row.GOLD_STANDARD] = gold_standard_scores(gold, dataset, metrics, score, progress)
@@ -304,24 +331,6 @@ def blur_sigmas(dataset: FixationDataset, empirical_sigma: float | None = None) 
         return float(empirical_sigma), float(empirical_sigma)
     scale = int(np.max(dataset.image_sizes)) / REFERENCE_SIDE
     return MODEL_SIGMA * scale, EMPIRICAL_SIGMA * scale
-
-
-def leave_one_image_out_centerbias(centerbias: CenterBiasModel, dataset: FixationDataset) -> list[torch.Tensor]:
-    """float32 (H, W) log density of every image from the fixations of all other images.
-
-    The fitted histogram minus the image's own fixations (binned as `fit_centerbias` bins them),
-    with the fitted bandwidth and uniform weight.
-    """
-    grid = centerbias.grid_size
-    maps = []
-    for i, (height, width) in enumerate(dataset.image_sizes):
-        fixations = dataset.fixations_of(i)
-        cols = np.clip((fixations.x / width * grid).astype(np.int64), 0, grid - 1)
-        rows = np.clip((fixations.y / height * grid).astype(np.int64), 0, grid - 1)
-        own = torch.bincount(torch.as_tensor(rows * grid + cols), minlength=grid * grid).double().reshape(grid, grid)
-        held_out = dataclasses.replace(centerbias, histogram=centerbias.histogram - own)
-        maps.append(held_out.log_density((int(height), int(width))))
-    return maps
 
 
 def gold_standard_scores(
@@ -403,35 +412,34 @@ def _per_image(dataset: FixationDataset, members: np.ndarray | None, per_row: di
     return entries
 
 
-def _settings(centerbias: CenterBiasModel, gold: GoldStandardModel | None, model_sigma: float, empirical: float) -> dict[str, Any]:
+def _settings(
+    convention: CenterBiasConvention, centerbias: CenterBiasModel, gold: GoldStandardModel | None, model_sigma: float, empirical: float
+) -> dict[str, Any]:
     return {
         "blur_sigma_px": {"model_map": model_sigma, "empirical_map": empirical},
-        "centre_bias": {
-            "bandwidth": centerbias.bandwidth,
-            "uniform_weight": centerbias.uniform_weight,
-            "fitted_by": centerbias.cv,
-            "scored": "leave one image out (sAUC: the fit on all images)",
-        },
+        "centre_bias": convention.settings(centerbias),
         "gold_standard": None
         if gold is None
         else {
             "bandwidth": gold.bandwidth,
             "centerbias_weight": gold.centerbias_weight,
+            "mixed_with": f"fitted centre bias (bandwidth {centerbias.bandwidth:.6g}, uniform weight {centerbias.uniform_weight:.6g})",
+            "ig_baseline": f"the centre bias of this report ({convention.kind} convention)",
             "scored": "IG, LL, AUC, NSS leave one observer out; sAUC, CC, KLDiv, SIM on all observers",
         },
         "averaging": {"IG, LL, explained IG": "over fixations", "AUC, sAUC, NSS, CC, KLDiv, SIM": "per image"},
     }
 
 
-def _notes(dataset: FixationDataset, has_gold: bool, model_sigma: float, empirical: float) -> list[str]:
+def _notes(dataset: FixationDataset, centre_bias: str, has_gold: bool, model_sigma: float, empirical: float) -> list[str]:
     notes = [
         (
             "IG and LL are averaged over all fixations, the other metrics per image (the benchmark's conventions); "
             "report.json also has every score averaged over images."
         ),
         (
-            "Centre bias: each image is scored by the density of the other images' fixations (leave one image out); "
-            "it is the baseline of every IG vs centre bias. Its sAUC uses the fit on all images (one map for all)."
+            f"Centre bias: {centre_bias}; each image is scored by the density of the other images' fixations; "
+            "it is the baseline of every IG vs centre bias and of the explained IG. Its sAUC uses one map from all images."
         ),
         (
             f"CC, KLDiv and SIM compare the density blurred by {model_sigma:.4g} px with the fixations blurred by "
@@ -440,8 +448,10 @@ def _notes(dataset: FixationDataset, has_gold: bool, model_sigma: float, empiric
     ]
     if has_gold:
         notes.append(
-            "Gold standard: IG, LL, AUC and NSS predict each observer from the other observers (leave one observer "
-            "out); sAUC, CC, KLDiv and SIM use all observers' fixations, the scored ones included (in-sample)."
+            "Gold standard: a KDE of the other observers' fixations on the image (leave one observer out) mixed with the "
+            "fitted centre bias; its IG and the explained IG are measured against the centre bias above. IG, LL, AUC and "
+            "NSS predict each observer from the other observers; sAUC, CC, KLDiv and SIM use all observers' fixations, "
+            "the scored ones included (in-sample)."
         )
     if has_gold and dataset.has_truth:
         notes.append(

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import EvaluationError
-from .blur import gaussian_blur
+from ..baselines.blur import gaussian_blur
 from .information import baseline_log_likelihoods
 from .inputs import (
     ArrayLike,

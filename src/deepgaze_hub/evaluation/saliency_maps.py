@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .blur import gaussian_blur, gaussian_matrix
+from ..baselines.blur import gaussian_blur, gaussian_matrix
 from ..errors import EvaluationError
 from .inputs import ArrayLike, Maps, MapsLike, ScoredFixations
 

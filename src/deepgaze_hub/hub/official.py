@@ -29,11 +29,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 
 from ..errors import WeightsError
+from ..model.config import (
+    EFFICIENTNET_B5_STATIC,
+    MAX_CENTERBIAS_SIDE,
+    STORED_WEIGHTS,
+    BackboneConfig,
+    DeepGazeConfig,
+    PathwayConfig,
+)
+from ..model.deepgaze import DeepGaze
 from ..model.efficientnet import efficientnet_b5
 
 DEEPGAZE1 = "deepgaze1"
@@ -273,3 +283,160 @@ def random_published_state_dict(kind: str, seed: int = 0) -> dict[str, torch.Ten
     """
     generator = torch.Generator().manual_seed(seed)
     return {key: _random_value(key, shape, generator) for key, shape in published_layout(kind).items()}
+
+
+# -- conversion ------------------------------------------------------------------------------------
+#: Name of our EfficientNet-B5 backbone and the published backbones' names in our configs; the
+#: authors' ShapeNet-C is a torchvision ``resnet50`` whose keys carry a ``module.`` prefix.
+_OUR_BACKBONE_NAMES = {"shapenet_c": "resnet50", "efficientnet_b5": EFFICIENTNET_B5_STATIC}
+_SHAPENET_PREFIX = "module."
+#: Side of the default centre-bias template of converted models (the authors' template's size).
+OFFICIAL_TEMPLATE_SIDE = 1024
+#: DeepGaze IIE's readout: 1x1 convolutions C -> 8 -> 16 -> 1 (saliency network) -> 128 -> 16 -> 1
+#: (fixation-selection network), a layer norm before and a bias and softplus after all but the last.
+DEEPGAZE2E_READOUT_CHANNELS = (8, 16, 1, 128, 16, 1)
+
+
+#: Channels of each tap of the published backbones, in tap order (the sums are
+#: `PublishedBackbone.channels`; a wrong entry makes the converter fail on the readout shapes).
+TAP_CHANNELS = {
+    "alexnet": (256,),
+    "shapenet_c": (256, 256, 256, 256, 512, 512),
+    "efficientnet_b5": (1056, 1056, 304),
+    "densenet201": (1888, 128, 32),
+    "resnext50_32x4d": (512, 512, 512, 1024),
+}
+
+
+def _our_layers(backbone: PublishedBackbone) -> list[str]:
+    return [tap.removeprefix(_SHAPENET_PREFIX) if backbone.name == "shapenet_c" else tap for tap in backbone.taps]
+
+
+def _pathway(backbone: PublishedBackbone, members: int, **fields: object) -> PathwayConfig:
+    channels = list(TAP_CHANNELS[backbone.name])
+    config = BackboneConfig(
+        name=_OUR_BACKBONE_NAMES.get(backbone.name, backbone.name),
+        weights=STORED_WEIGHTS,
+        layers=_our_layers(backbone),
+        channels=channels,
+    )
+    return PathwayConfig(backbone=config, num_members=members, nonlinearity="softplus", **fields)
+
+
+def official_config(kind: str, centerbias_shape: tuple[int, int] = (OFFICIAL_TEMPLATE_SIDE,) * 2) -> DeepGazeConfig:
+    """The `DeepGazeConfig` of a converted published model (backbone weights stored with the model,
+    the centre-bias template resized as the authors do)."""
+    if kind == DEEPGAZE1:
+        pathways = [_pathway(DEEPGAZE1_BACKBONE, 1, readout_factor=4, saliency_map_factor=4, readout_channels=[1])]
+    elif kind == DEEPGAZE2E:
+        pathways = [
+            _pathway(b, DEEPGAZE2E_MEMBERS, readout_channels=list(DEEPGAZE2E_READOUT_CHANNELS), readout_layer_norm=True)
+            for b in DEEPGAZE2E_BACKBONES
+        ]
+    else:
+        raise WeightsError(f"unknown published DeepGaze weights {kind!r}; use one of {', '.join(KINDS)}")
+    base = DeepGazeConfig(centerbias_shape=list(centerbias_shape), centerbias_resize="zoom_nearest")
+    return base.with_pathways(pathways)
+
+
+def _deepgaze2e_member_keys(b: int, k: int) -> dict[str, str]:
+    """Our readout/finalizer parameter name (within a pathway) -> the authors' key, member k of backbone b."""
+    s, f = f"models.{b}.saliency_networks.{k}.", f"models.{b}.fixation_selection_networks.{k}."
+    keys = {}
+    for i in range(3):
+        keys[f"readout.norms.{i}.weight"] = f"{s}layernorm{i}.weight"
+        keys[f"readout.norms.{i}.bias"] = f"{s}layernorm{i}.bias"
+        keys[f"readout.layers.{i}.weight"] = f"{s}conv{i}.weight"
+        keys[f"readout.layers.{i}.bias"] = f"{s}bias{i}.bias"
+    parts = {3: ("layernorm0.layernorm_part0", "conv0.conv_part0", "bias0"), 4: ("layernorm1", "conv1", "bias1")}
+    for i, (norm, conv, bias) in parts.items():
+        keys[f"readout.norms.{i}.weight"] = f"{f}{norm}.weight"
+        keys[f"readout.norms.{i}.bias"] = f"{f}{norm}.bias"
+        keys[f"readout.layers.{i}.weight"] = f"{f}{conv}.weight"
+        keys[f"readout.layers.{i}.bias"] = f"{f}{bias}.bias"
+    keys["readout.layers.5.weight"] = f"{f}conv2.weight"
+    keys["finalizer.sigma"] = f"models.{b}.finalizers.{k}.gauss.sigma"
+    keys["finalizer.centerbias_weight"] = f"models.{b}.finalizers.{k}.center_bias_weight"
+    return keys
+
+
+def _member_keys(kind: str) -> list[list[dict[str, str]]]:
+    """Per pathway, per member: our parameter name (within the pathway) -> the authors' key."""
+    if kind == DEEPGAZE1:
+        keys = {
+            "readout.layers.0.weight": "readout_network.conv0.weight",
+            "finalizer.sigma": "finalizer.gauss.sigma",
+            "finalizer.centerbias_weight": "finalizer.center_bias_weight",
+        }
+        return [[keys]]
+    return [[_deepgaze2e_member_keys(b, k) for k in range(DEEPGAZE2E_MEMBERS)] for b in range(len(DEEPGAZE2E_BACKBONES))]
+
+
+def _backbone_prefixes(kind: str) -> list[tuple[PublishedBackbone, str]]:
+    if kind == DEEPGAZE1:
+        return [(DEEPGAZE1_BACKBONE, "features.features.1.")]
+    return [(b, f"models.{i}.features.features.1.") for i, b in enumerate(DEEPGAZE2E_BACKBONES)]
+
+
+def _load_heads(model: DeepGaze, kind: str, state: Mapping[str, torch.Tensor]) -> None:
+    prefixes = ["", *(f"pathways.{i}." for i in range(len(model.pathways)))]
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for prefix, members in zip(prefixes, _member_keys(kind)):
+            for name in members[0]:
+                target = own.pop(prefix + name)
+                values = [state[keys[name]].reshape(target.shape[1:]) for keys in members]
+                target.copy_(torch.stack(values))
+    if own:  # every trainable tensor must come from the file
+        raise AssertionError(f"converter left parameters unset: {sorted(own)}")
+
+
+def _load_backbones(model: DeepGaze, kind: str, state: Mapping[str, torch.Tensor], where: str) -> None:
+    for extractor, (backbone, prefix) in zip(model.backbones, _backbone_prefixes(kind)):
+        network = extractor.network
+        strip = _SHAPENET_PREFIX if backbone.name == "shapenet_c" else ""
+        published = {key[len(prefix) :].removeprefix(strip): value for key, value in state.items() if key.startswith(prefix)}
+        wanted = network.state_dict()  # the network pruned after its last tap: a subset of the file's keys
+        missing = sorted(set(wanted) - set(published))
+        if missing:
+            raise WeightsError(f"{where}: the {backbone.name} backbone lacks {missing[:5]}")
+        network.load_state_dict({key: published[key] for key in wanted}, strict=True)
+
+
+def convert_official(
+    kind: str,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    centerbias: np.ndarray | torch.Tensor | None = None,
+    where: str,
+) -> DeepGaze:
+    """A `DeepGaze` equal to the authors' published model ``kind`` (``"deepgaze1"`` or ``"deepgaze2e"``).
+
+    ``state_dict``: the published file's state dict (loaded with ``torch.load(...,
+    weights_only=True)``); its layout is checked first (`check_layout`: `WeightsError` naming
+    ``where``). The backbone weights are copied into the model (``weights="stored"``: saved in its
+    ``model.safetensors``, pruned after the last tap); the readouts, blur sigmas and centre-bias
+    weights of all members (1, or 4 x 30) become the model's parameters.
+
+    ``centerbias``: the (rows, cols) natural-log-density template, e.g. the authors'
+    ``centerbias_mit1003.npy`` (1024, 1024); it is resized to each image as the authors do
+    (``scipy.ndimage.zoom`` order 0, then normalised). Default: deepgaze-hub's generic prior
+    (`deepgaze_hub.model.default_centerbias_template`) at 1024 x 1024, not the authors' template.
+    Returns the model in eval mode, on the CPU, float32.
+    """
+    check_layout(state_dict, kind, where)
+    template = None
+    if centerbias is not None:
+        template = torch.as_tensor(np.asarray(centerbias, dtype=np.float32) if not torch.is_tensor(centerbias) else centerbias)
+        side = MAX_CENTERBIAS_SIDE
+        if template.ndim != 2 or not (2 <= min(template.shape) and max(template.shape) <= side):
+            raise WeightsError(f"{where}: the centre bias must be a (rows, cols) array, 2 to {side} per side, got {tuple(template.shape)}")
+        if not torch.isfinite(template).all():
+            raise WeightsError(f"{where}: the centre bias has NaN or infinite values")
+    shape = tuple(template.shape) if template is not None else (OFFICIAL_TEMPLATE_SIDE,) * 2
+    model = DeepGaze(official_config(kind, shape))
+    _load_backbones(model, kind, state_dict, where)
+    _load_heads(model, kind, {key: value.float() for key, value in state_dict.items() if "features.features" not in key})
+    if template is not None:
+        model.set_centerbias(template.float())
+    return model.eval()

@@ -1,20 +1,23 @@
 """The registry of named models: one YAML file per model in ``hub_configs/``.
 
-An entry (``hub_configs/<name>.yaml``, ``format_version: 1``) is data:
+An entry (``hub_configs/<name>.yaml``) is data, in one of two kinds:
 
-* ``name``, ``title``, ``description``, ``paper``;
-* ``architecture``: the model's `DeepGazeConfig` as a mapping (what ``config.json`` holds), which
-  names the backbone and its torchvision weights enum (``backbone.weights``);
-* ``hub``: ``repo_id``, ``revision`` (a full 40-digit commit hash, or null while the model is
-  declared but not published) and ``files`` (``{file name: sha256}`` of ``config.json`` and
-  ``model.safetensors`` at that revision);
-* ``recipe``: the training recipe that produced it, a path under ``hub_configs/``;
-* ``datasets``, ``training``, ``evaluation`` (rows of dataset, split, metric, value, unit),
-  ``licenses``: what its model card states.
+* a model published by this project on the Hugging Face Hub (``format_version: 1`` or 2):
+  ``architecture``, the model's `DeepGazeConfig` as a mapping (what ``config.json`` holds), which
+  names the backbone and its torchvision weights enum (``backbone.weights``); and ``hub``:
+  ``repo_id``, ``revision`` (a full 40-digit commit hash, or null while the model is declared but
+  not published) and ``files`` (``{file name: sha256}`` of ``config.json`` and
+  ``model.safetensors`` at that revision); ``recipe``: the training recipe that produced it, a path
+  under ``hub_configs/``;
+* a release file of the DeepGaze authors, converted on first use (``format_version: 2``):
+  ``release``: ``url``, ``sha256`` (null: not pinned; the sha256 of what was downloaded is printed
+  with how to pin it, and a pinned one is enforced), ``converter`` (``deepgaze1`` or
+  ``deepgaze2e``, the published layout) and ``centerbias`` (``url``, ``sha256``). The architecture
+  is the converter's; see `deepgaze_hub.hub.release`.
 
-A model with another torchvision backbone is another entry with another ``architecture``. A
-multi-backbone mixture (DeepGaze IIE) would be an entry listing several architecture + hub pairs,
-mixed with equal weights: that needs a mixture model class and registry format 2 (not yet).
+Both kinds have ``name``, ``title``, ``description``, ``paper``, ``citation`` (BibTeX),
+``datasets``, ``training``, ``evaluation`` (rows of dataset, split, metric, value, unit) and
+``licenses``: what the model card states.
 
 The registry is found in the installed package (``deepgaze_hub/hub_configs``, shipped in the
 wheel) or, in a source checkout and an editable install, at the repository root.
@@ -37,9 +40,12 @@ from ..model.config import DeepGazeConfig, apply_overrides
 from ..model.deepgaze import DeepGaze
 from ..model.files import CONFIG_FILE, MODEL_FILES, hub_model_files, read_config
 from .integrity import verify_sha256
+from .release import ReleaseSource, load_release
 
-#: Layout version of registry entries. Bump it when a field changes meaning.
-REGISTRY_FORMAT_VERSION = 1
+#: Layout version of registry entries. Bump it when a field changes meaning (2: ``release:`` entries).
+REGISTRY_FORMAT_VERSION = 2
+#: The first format that has ``release:`` entries.
+RELEASE_FORMAT_VERSION = 2
 REGISTRY_DIRNAME = "hub_configs"
 #: The files whose sha256 a published entry pins.
 PINNED_FILES = MODEL_FILES
@@ -94,12 +100,14 @@ class RegistryEntry:
     """
 
     name: str = bounded(min_len=1, max_len=100, help="the model's name, equal to the file name")
-    architecture: dict[str, Any] = bounded(max_len=100, help="the DeepGazeConfig, as in config.json")
-    hub: HubPin = bounded(help="repo, pinned revision and sha256 of the files")
+    architecture: dict[str, Any] | None = bounded(None, max_len=100, help="the DeepGazeConfig, as in config.json")
+    hub: HubPin | None = bounded(None, help="repo, pinned revision and sha256 of the files")
+    release: ReleaseSource | None = bounded(None, help="the authors' release file and its converter")
     format_version: int = bounded(REGISTRY_FORMAT_VERSION, ge=1, le=REGISTRY_FORMAT_VERSION, help="entry layout")
     title: str = bounded("", max_len=200, help="one-line title")
     description: str = bounded("", max_len=10_000, help="a paragraph on the model")
     paper: str | None = bounded(None, max_len=500, help="URL of the paper")
+    citation: str | None = bounded(None, max_len=5000, help="how to cite the model (BibTeX)")
     recipe: str | None = bounded(None, min_len=1, max_len=500, help="training recipe, a path under hub_configs/")
     datasets: list[str] = bounded(default_factory=list, max_len=100, help="training datasets")
     training: str | None = bounded(None, max_len=10_000, help="how it was trained")
@@ -112,7 +120,15 @@ class RegistryEntry:
 
     @property
     def published(self) -> bool:
-        return self.hub.revision is not None
+        """Whether weights can be loaded: a pinned Hub revision, or a release file."""
+        return self.release is not None or (self.hub is not None and self.hub.revision is not None)
+
+    @property
+    def status(self) -> str:
+        """``published@<commit>``, ``declared`` or ``release`` (``release, pinned`` with a sha256)."""
+        if self.release is not None:
+            return "release, pinned" if self.release.sha256 else "release"
+        return f"published@{self.hub.revision[:12]}" if self.published else "declared"
 
     @property
     def entry_point(self) -> str:
@@ -120,7 +136,15 @@ class RegistryEntry:
         return self.name.replace("-", "_")
 
     def config(self, overrides: dict[str, Any] | None = None) -> DeepGazeConfig:
-        """The architecture with ``overrides`` (config fields; ``backbone`` may be a partial mapping)."""
+        """The architecture with ``overrides`` (config fields; ``backbone`` may be a partial mapping).
+
+        A release entry has none until converted: `ConfigError`.
+        """
+        if self.architecture is None:
+            raise ConfigError(
+                f"{self.name} is converted from the authors' release file: its architecture is the "
+                f"converter's; load it with deepgaze_hub.load({self.name!r}) and read model.config"
+            )
         return apply_overrides(self.architecture, overrides or {}, where=f"{self.path}: architecture")
 
     def card_info(self) -> ModelCardInfo:
@@ -129,12 +153,13 @@ class RegistryEntry:
             name=self.name,
             title=self.title or self.name,
             summary=self.description.strip(),
+            citation=self.citation.strip() if self.citation else None,
             datasets=list(self.datasets),
             recipe=self.recipe,
             training=self.training,
             evaluation=list(self.evaluation) if self.published else [],
             licenses=dict(self.licenses),
-            repo_id=self.hub.repo_id,
+            repo_id=self.hub.repo_id if self.hub is not None else None,
         )
 
 
@@ -175,6 +200,16 @@ class Registry:
     ) -> DeepGaze:
         """The model ``name``; see `deepgaze_hub.hub.load`, which is how to call this."""
         entry = self.get(name)
+        if entry.release is not None:
+            if not pretrained:
+                raise ConfigError(
+                    f"{entry.name} is converted from the authors' release file; it has no untrained "
+                    "architecture to build here (pretrained=False); load it with pretrained=True"
+                )
+            return load_release(
+                entry.name, entry.release, entry.card_info(), members=members,
+                map_location=map_location, entry_path=entry.path, **overrides,
+            )  # fmt: skip
         if not pretrained:
             model = DeepGaze(entry.config(overrides))
             model.card_info = entry.card_info()
@@ -228,11 +263,25 @@ def parse_entry(path: str | Path) -> RegistryEntry:
     object.__setattr__(entry, "path", path)
     if entry.name != path.stem:
         raise ConfigError(f"{where}: name {entry.name!r} must equal the file name {path.stem!r}")
-    problems = entry.hub.problems()
+    problems = _kind_problems(entry, version)
     if problems:
         raise ConfigError(f"{where}: {problems[0]}")
-    DeepGazeConfig.from_dict(entry.architecture, f"{where}: architecture")
+    if entry.architecture is not None:
+        DeepGazeConfig.from_dict(entry.architecture, f"{where}: architecture")
     return entry
+
+
+def _kind_problems(entry: RegistryEntry, version: int) -> list[str]:
+    """An entry is either hub + architecture or release alone; then the section's own checks."""
+    if entry.release is not None:
+        if entry.hub is not None or entry.architecture is not None or entry.recipe is not None:
+            return ["an entry with release: has no hub:, architecture: or recipe: (the converter sets them)"]
+        if version < RELEASE_FORMAT_VERSION:
+            return [f"release: entries need format_version: {RELEASE_FORMAT_VERSION}"]
+        return entry.release.problems()
+    if entry.hub is None or entry.architecture is None:
+        return ["an entry needs hub: and architecture: (a published model) or release: (an authors' release file)"]
+    return entry.hub.problems()
 
 
 def _load_published(

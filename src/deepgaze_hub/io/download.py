@@ -144,7 +144,7 @@ def download_release(
         reason = "offline mode is on (HF_HUB_OFFLINE or DEEPGAZE_HUB_OFFLINE)"
         raise WeightsError(_fetch_by_hand(url, path, expected, reason))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(path.with_name(path.name + ".lock"), url):
+    with exclusive(path.with_name(path.name + ".lock"), f"downloading {url}"):
         if path.is_file():  # another process finished it while this one waited
             return path, _verified_cached(path, expected, url)
         show = _show_progress(progress)
@@ -198,15 +198,19 @@ def _show_progress(progress: bool | None) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path, url: str) -> Iterator[None]:
-    """Hold an exclusive OS lock on ``lock_path`` (waits up to `LOCK_WAIT_S` for another holder)."""
+def exclusive(lock_path: Path, doing: str) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``lock_path`` (waits up to `LOCK_WAIT_S` for another holder).
+
+    ``doing`` says what the holder does, for the message when waiting times out ("downloading
+    URL"). The lock is released when the block ends or the process dies (never stale).
+    """
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while not _try_lock(fd):
             if time.monotonic() > deadline:
                 raise WeightsError(
-                    f"another process has been downloading {url} for over {LOCK_WAIT_S:.0f} s "
+                    f"another process has been {doing} for over {LOCK_WAIT_S:.0f} s "
                     f"(it holds {lock_path}); wait for it or stop it, then try again"
                 )
             time.sleep(0.2)

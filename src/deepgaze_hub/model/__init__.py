@@ -6,7 +6,7 @@ This package imports nothing from the rest of deepgaze-hub but ``errors``, ``io`
 
 from .backbone import FeatureExtractor, build_backbone
 from .card import CardMetric, ModelCardInfo, build_model_card
-from .config import BACKBONE_PRESETS, BackboneConfig, DeepGazeConfig
+from .config import BACKBONE_PRESETS, BackboneConfig, DeepGazeConfig, PathwayConfig
 from .deepgaze import DeepGaze
 from .template import CenterBiasTemplate, default_centerbias_template
 
@@ -19,6 +19,7 @@ __all__ = [
     "DeepGazeConfig",
     "FeatureExtractor",
     "ModelCardInfo",
+    "PathwayConfig",
     "build_backbone",
     "build_model_card",
     "default_centerbias_template",

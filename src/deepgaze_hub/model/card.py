@@ -18,7 +18,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..io.atomic import atomic_write_text
-from .config import BackboneConfig, DeepGazeConfig
+from .config import STORED_WEIGHTS, BackboneConfig, DeepGazeConfig
 
 #: Where the project's hubconf.py lives on GitHub: ``torch.hub.load(TORCH_HUB_REPO, ...)``.
 TORCH_HUB_REPO = "deepgaze-hub/deepgaze-hub"
@@ -83,6 +83,7 @@ class ModelCardInfo:
         crossval: for a k-fold ensemble, how images were assigned to members:
             ``{"dataset": name, "folds": k, "fold_seed": s}``; member j did not train on the images
             that `deepgaze_hub.data.kfold_assignments(dataset, k, s)` puts in fold j.
+        citation: how to cite the model (BibTeX); default: the DeepGaze II paper.
     """
 
     name: str | None = None
@@ -95,6 +96,7 @@ class ModelCardInfo:
     licenses: dict[str, str] = field(default_factory=dict)
     repo_id: str | None = None
     crossval: dict[str, Any] | None = None
+    citation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,7 +153,7 @@ def build_model_card(
         _evaluation(info),
         _training(info),
         _licenses(backbone, info),
-        "## Citation\n\n```bibtex\n" + _CITATION + "\n```",
+        "## Citation\n\n```bibtex\n" + (info.citation or _CITATION).strip() + "\n```",
     ]
     body = "\n\n".join(section for section in sections if section)
     return DeepGazeModelCard(f"---\n{metadata.to_yaml()}\n---\n\n{body}\n")
@@ -165,12 +167,18 @@ def _title(config: DeepGazeConfig, info: ModelCardInfo) -> str:
         text.append(info.summary.strip())
     text.append(
         "Predicts where people look in a still image, as a probability density over its pixels. "
-        f"This is {members} with the architecture of DeepGaze II ([Kümmerer, Wallis & Bethge 2016]"
-        f"({PAPER_URL})): a frozen `{config.backbone.name}` backbone supplies features, a small "
+        f"This is {members} in the DeepGaze architecture introduced with DeepGaze II ([Kümmerer, "
+        f"Wallis & Bethge 2016]({PAPER_URL})): {_backbone_phrase(config)} features, a small "
         "readout network, a blur and a centre-bias prior turn them into a density. The output is a "
         "natural-log density of shape (H, W) for an (H, W) image, `exp(out).sum() == 1`."
     )
     return "\n\n".join(text)
+
+
+def _backbone_phrase(config: DeepGazeConfig) -> str:
+    names = [config.backbone.name, *(pathway.backbone.name for pathway in config.pathways)]
+    listed = ", ".join(f"`{name}`" for name in names)
+    return f"frozen {listed} backbones supply" if len(names) > 1 else f"a frozen {listed} backbone supplies"
 
 
 def _loading(info: ModelCardInfo) -> str:
@@ -210,6 +218,10 @@ def _architecture(config: DeepGazeConfig) -> str:
         ("backbone", f"`{bb.name}`, " + (f"weights `{bb.weights}`" if bb.weights else "random weights") + " (frozen)"),
         ("tapped layers", ", ".join(f"`{layer}`" for layer in bb.layers) + f" ({channels} channels)"),
         ("ensemble members", str(config.num_members)),
+        *(
+            (f"backbone {i}", f"`{p.backbone.name}`, {p.num_members} members, readout {'-'.join(map(str, p.readout_channels))}")
+            for i, p in enumerate(config.pathways, start=1)
+        ),
         ("readout", f"1x1 convolutions {'-'.join(map(str, config.readout_channels))}, {config.nonlinearity}"),
         ("downsampling", f"image / {config.downsample:g} before the backbone; readout grid / {config.readout_factor}"),
         (
@@ -228,6 +240,12 @@ def _backbone_weights(backbone: BackboneConfig) -> str:
     if backbone.name == "custom":
         source = (
             "This model uses a custom backbone module that must be passed to `from_pretrained(..., backbone=module)`."
+        )
+    elif backbone.weights == STORED_WEIGHTS:
+        source = (
+            f"The `{backbone.name}` backbone weights are stored in this repository's `model.safetensors` "
+            "(under `backbones.<i>.`, only the layers up to the last tapped one); they are loaded "
+            "strictly with the readouts."
         )
     elif backbone.weights is None:
         source = (
@@ -276,7 +294,8 @@ def _licenses(backbone: BackboneConfig, info: ModelCardInfo) -> str:
         "",
         f"- deepgaze-hub code: {CODE_LICENSE}.",
         f"- Files of this repository (config, readout weights, centre bias): {weights}.",
-        f"- Backbone weights (not in this repository): {backbone_weights_license(backbone)}.",
+        f"- Backbone weights{'' if backbone.weights == STORED_WEIGHTS else ' (not in this repository)'}: "
+        f"{backbone_weights_license(backbone)}.",
     ]
     lines += [f"- {what}: {terms.rstrip('.')}." for what, terms in info.licenses.items() if what != "weights"]
     return "\n".join(lines)
@@ -288,5 +307,7 @@ def backbone_weights_license(backbone: BackboneConfig) -> str:
         return "those of the user-supplied backbone"
     if backbone.weights is None:
         return "none (random initialisation)"
+    if backbone.weights == STORED_WEIGHTS:
+        return "those stated for this model's files (see above); ask the model's publisher"
     known = _BACKBONE_WEIGHT_LICENSES.get((backbone.name, str(backbone.weights)))
     return known or f"see torchvision's documentation of `{backbone.name}` weights `{backbone.weights}`"

@@ -10,7 +10,8 @@ tensor is allocated: a ``config.json`` from anywhere cannot ask for an 80 GB cen
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, is_dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from ..io.atomic import atomic_write_text
 from ..io.typed import bounded, parse, read_json, validate
 
 #: Version of the config layout. Bump it when a field changes meaning, and add a migration below.
-CONFIG_FORMAT_VERSION = 1
+#: 2: further backbones (``pathways``), readout layer norms, ``centerbias_resize``; format-1
+#: configs are format-2 configs with those at their defaults.
+CONFIG_FORMAT_VERSION = 2
 
 #: The five maps of VGG-19's last block that DeepGaze II reads (conv5_1, relu5_1, relu5_2, conv5_3,
 #: relu5_4), named as submodules of torchvision's ``vgg19()``.
@@ -45,6 +48,13 @@ BACKBONE_PRESETS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
 
 NONLINEARITIES = ("relu", "softplus")
 RESIZE_MODES = ("nearest", "antialias")
+#: How the centre-bias template is resized to an image: antialiased bilinear (default), or the
+#: DeepGaze family authors' ``scipy.ndimage.zoom(template, (H/h0, W/w0), order=0)`` (nearest).
+CENTERBIAS_RESIZE_MODES = ("bilinear", "zoom_nearest")
+#: ``BackboneConfig.weights`` value for weights saved in the model's own ``model.safetensors``.
+STORED_WEIGHTS = "stored"
+#: Backbones that are not torchvision models (built by deepgaze-hub itself).
+EFFICIENTNET_B5_STATIC = "efficientnet_b5_static456"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -62,10 +72,14 @@ class BackboneConfig:
     """The frozen feature network and the submodules whose outputs are read.
 
     Attributes:
-        name: a torchvision classification model name (``torchvision.models.list_models()``), or
-            ``"custom"`` for a module the caller passes in (``DeepGaze(config, backbone=module)``).
+        name: a torchvision classification model name (``torchvision.models.list_models()``),
+            ``"efficientnet_b5_static456"`` (EfficientNet-B5 in the ``efficientnet_pytorch`` layout,
+            padded statically for 456 px: DeepGaze IIE's), or ``"custom"`` for a module the caller
+            passes in (``DeepGaze(config, backbone=module)``).
         weights: torchvision weights enum member (``"IMAGENET1K_V1"``, ``"DEFAULT"``), a path to a
-            ``.safetensors`` state dict, or ``None`` for a random initialisation seeded by ``init_seed``.
+            ``.safetensors`` state dict, ``"stored"`` (saved in the model's own ``model.safetensors``
+            under ``backbones.<i>.``, i = the backbone's position), or ``None`` for a random
+            initialisation seeded by ``init_seed``.
         layers: dotted submodule names whose outputs are tapped, in concatenation order.
         channels: channels of each tapped output; ``None`` (default) means "infer with a dry run";
             the model then records them, so saved configs always carry them.
@@ -76,7 +90,7 @@ class BackboneConfig:
 
     name: str = bounded("vgg19", min_len=1, max_len=200, help="torchvision model name, or 'custom'")
     weights: str | None = bounded(
-        "IMAGENET1K_V1", min_len=1, max_len=4096, help="torchvision weights name, a .safetensors path, or null"
+        "IMAGENET1K_V1", min_len=1, max_len=4096, help="torchvision weights name, a .safetensors path, 'stored' (in model.safetensors), or null"
     )
     layers: list[str] = bounded(
         default_factory=lambda: list(VGG19_DEEPGAZE2_LAYERS), min_len=1, max_len=64, help="tapped submodules"
@@ -116,29 +130,22 @@ class BackboneConfig:
         validate(self, where)
 
 
-@dataclass
-class DeepGazeConfig:
-    """Every architecture setting of a `DeepGaze` model (the defaults are the DeepGaze II reference).
+#: Most backbones one model may combine.
+MAX_PATHWAYS = 16
 
-    Attributes:
-        backbone: see `BackboneConfig`.
-        num_members: K, the number of readouts in the ensemble (1 = single model).
-        downsample: the image is shrunk by this factor before the backbone.
-        readout_factor: the readout grid is ``ceil(H / downsample / readout_factor)`` rows high.
-        saliency_map_factor: the finalizer works on the centre bias shrunk by this factor.
-        readout_channels: output channels of the 1x1 convolutions; the last must be 1.
-        nonlinearity: after each readout layer but the last; ``"relu"`` (paper) or ``"softplus"``
-            (the reference PyTorch code).
-        initial_sigma: initial blur sigma, in pixels of the finalizer grid (H / saliency_map_factor).
-        blur_truncate: the blur kernel has ``2 * ceil(blur_truncate * sigma) + 1`` taps.
-        initial_centerbias_weight: initial weight of the centre-bias log density.
-        learn_sigma, learn_centerbias_weight: whether those two are trained.
-        resize_mode: ``"nearest"`` reproduces the reference exactly; ``"antialias"`` uses
-            antialiased bilinear resizing everywhere instead (smoother maps, not the reference).
-        centerbias_shape: (rows, cols) of the stored centre-bias template, in normalised image
-            coordinates; it is resized to each image. Each side is 2 to 4096 cells.
-        format_version: layout version of this config (checked on load).
-    """
+
+def _check_pathway(where: str, backbone: BackboneConfig, readout_channels: list[int]) -> None:
+    if backbone.channels is not None and len(backbone.channels) != len(backbone.layers):
+        raise ConfigError(
+            f"{where}: backbone.channels has {len(backbone.channels)} entries for {len(backbone.layers)} layers"
+        )
+    if readout_channels[-1] != 1:
+        raise ConfigError(f"{where}: readout_channels must end with 1, got {readout_channels}")
+
+
+@dataclass
+class _PathwayFields:
+    """The fields of one pathway, shared by `PathwayConfig` and (its first pathway) `DeepGazeConfig`."""
 
     backbone: BackboneConfig = bounded(default_factory=BackboneConfig, help="the feature network")
     num_members: int = bounded(1, ge=1, le=MAX_MEMBERS, help="number of ensemble members K")
@@ -150,16 +157,106 @@ class DeepGazeConfig:
         help="output channels of the readout's 1x1 convolutions; the last is 1",
     )  # fmt: skip
     nonlinearity: str = bounded("softplus", choices=NONLINEARITIES, help="readout nonlinearity")
+    readout_layer_norm: bool = bounded(False, help="layer norm before every readout convolution but the last")
     initial_sigma: float = bounded(8.0, gt=0, le=1000, help="initial blur sigma, finalizer-grid pixels")
     blur_truncate: float = bounded(3.0, gt=0, le=20, help="blur kernel half-width, in sigmas")
     initial_centerbias_weight: float = bounded(1.0, ge=-1e3, le=1e3, help="initial centre-bias weight")
     learn_sigma: bool = bounded(True, help="train the blur sigma")
     learn_centerbias_weight: bool = bounded(True, help="train the centre-bias weight")
+
+
+@dataclass
+class PathwayConfig(_PathwayFields):
+    """One backbone with its own ensemble of readouts and finalizers (a "pathway").
+
+    The fields mean what the `DeepGazeConfig` fields of the same names mean; `DeepGazeConfig`'s
+    top-level fields describe the first pathway, ``DeepGazeConfig.pathways`` the further ones.
+    ``readout_layer_norm``: a layer norm over channels and positions (``GroupNorm(1, C,
+    eps=1e-12)``, per-channel scale and shift) before every readout convolution but the last, as
+    in DeepGaze IIE.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, where: str = "PathwayConfig") -> None:
+        """Raise `ConfigError` naming the first field of the wrong type or out of bounds."""
+        validate(self, where)
+        _check_pathway(where, self.backbone, self.readout_channels)
+
+
+#: The `DeepGazeConfig` fields that describe its first pathway (all `PathwayConfig` fields).
+PATHWAY_FIELDS = tuple(_PathwayFields.__dataclass_fields__)
+
+
+@dataclass
+class TrainingScale:
+    """The image scale a model was trained at; prediction shrinks larger images to it.
+
+    Attributes:
+        pixels_per_degree: pixels per degree of visual angle of the training images (35 for
+            MIT1003), or ``None`` if unknown (then prediction cannot rescale to a viewing geometry).
+        long_side: the training images' long side in pixels (1024 for MIT1003): by default,
+            images with a longer side are shrunk to it before prediction (`deepgaze_hub.io.scale`).
+    """
+
+    pixels_per_degree: float | None = bounded(35.0, gt=0, le=1e4, help="pixels per degree of the training images")
+    long_side: int = bounded(1024, ge=1, le=1_000_000, help="long side of the training images, pixels")
+
+    def __post_init__(self) -> None:
+        validate(self, "TrainingScale")
+
+
+@dataclass
+class DeepGazeConfig(_PathwayFields):
+    """Every architecture setting of a `DeepGaze` model (the defaults are the DeepGaze II reference).
+
+    Attributes:
+        backbone: see `BackboneConfig`.
+        num_members: K, the number of readouts in the ensemble (1 = single model).
+        downsample: the image is shrunk by this factor before the backbone.
+        readout_factor: the readout grid is ``ceil(H / downsample / readout_factor)`` rows high.
+        saliency_map_factor: the finalizer works on the centre bias shrunk by this factor.
+        readout_channels: output channels of the 1x1 convolutions; the last must be 1.
+        nonlinearity: after each readout layer but the last; ``"relu"`` (paper) or ``"softplus"``
+            (the reference PyTorch code).
+        readout_layer_norm: a layer norm (over channels and positions, eps 1e-12) before every
+            readout convolution but the last (DeepGaze IIE); default False (DeepGaze II).
+        initial_sigma: initial blur sigma, in pixels of the finalizer grid (H / saliency_map_factor).
+        blur_truncate: the blur kernel has ``2 * ceil(blur_truncate * sigma) + 1`` taps.
+        initial_centerbias_weight: initial weight of the centre-bias log density.
+        learn_sigma, learn_centerbias_weight: whether those two are trained.
+        pathways: further backbones, each with its own members (`PathwayConfig`); the fields above
+            describe the first. The density is the mixture of ALL members of all backbones with
+            equal weights; member indices count the first backbone's members first.
+        resize_mode: ``"nearest"`` reproduces the reference exactly; ``"antialias"`` uses
+            antialiased bilinear resizing everywhere instead (smoother maps, not the reference).
+        centerbias_shape: (rows, cols) of the stored centre-bias template, in normalised image
+            coordinates; it is resized to each image. Each side is 2 to 4096 cells.
+        centerbias_resize: how the template is resized to an image: ``"bilinear"`` (antialiased,
+            default) or ``"zoom_nearest"`` (``scipy.ndimage.zoom(..., order=0)``, as the DeepGaze
+            family's authors do).
+        training_scale: the image scale the model was trained at (`TrainingScale`; default
+            MIT1003's, 35 pixels per degree and 1024 pixels on the long side, which also describes
+            configs saved before the field existed), or ``None`` for a model that does not know it
+            (its images are then always predicted at their own size).
+        format_version: layout version of this config (checked on load).
+    """
+
+    pathways: list[PathwayConfig] = bounded(
+        default_factory=list, max_len=MAX_PATHWAYS - 1, help="further backbones with their own members"
+    )
     resize_mode: str = bounded("nearest", choices=RESIZE_MODES, help="'nearest' (reference) or 'antialias'")
     centerbias_shape: list[int] = bounded(
         default_factory=lambda: [256, 256], min_len=2, max_len=2, item_ge=2, item_le=MAX_CENTERBIAS_SIDE,
         help="(rows, cols) of the centre-bias template",
     )  # fmt: skip
+    centerbias_resize: str = bounded(
+        "bilinear", choices=CENTERBIAS_RESIZE_MODES, help="how the template is resized to an image"
+    )
+    training_scale: TrainingScale | None = bounded(
+        default_factory=TrainingScale, help="the image scale the model was trained at, or null"
+    )
     format_version: int = bounded(CONFIG_FORMAT_VERSION, ge=1, le=CONFIG_FORMAT_VERSION, help="config layout version")
 
     def __post_init__(self) -> None:
@@ -171,13 +268,34 @@ class DeepGazeConfig:
         A ``backbone`` given as a mapping becomes a `BackboneConfig`.
         """
         validate(self, where)
-        backbone = self.backbone
-        if backbone.channels is not None and len(backbone.channels) != len(backbone.layers):
-            raise ConfigError(
-                f"{where}: backbone.channels has {len(backbone.channels)} entries for {len(backbone.layers)} layers"
-            )
-        if self.readout_channels[-1] != 1:
-            raise ConfigError(f"{where}: readout_channels must end with 1, got {self.readout_channels}")
+        _check_pathway(where, self.backbone, self.readout_channels)
+        if self.total_members > MAX_MEMBERS:
+            raise ConfigError(f"{where}: {self.total_members} members in all; at most {MAX_MEMBERS}")
+
+    def all_pathways(self) -> list[PathwayConfig]:
+        """Every pathway, the first made of this config's top-level fields (objects shared, not copied)."""
+        first = PathwayConfig.__new__(PathwayConfig)  # no re-validation: these fields are checked
+        for name in PATHWAY_FIELDS:
+            object.__setattr__(first, name, getattr(self, name))
+        return [first, *self.pathways]
+
+    def with_pathways(self, pathways: Sequence[PathwayConfig]) -> DeepGazeConfig:
+        """This config with its pathways replaced: the first's fields at the top level, the rest in ``pathways``."""
+        first, *rest = pathways
+        return replace(self, **{name: getattr(first, name) for name in PATHWAY_FIELDS}, pathways=list(rest))
+
+    def with_member_counts(self, *counts: int) -> DeepGazeConfig:
+        """This config with ``num_members`` of every pathway set: one count for all, or one per pathway."""
+        pathways = self.all_pathways()
+        counts = counts * len(pathways) if len(counts) == 1 else counts
+        if len(counts) != len(pathways):
+            raise ValueError(f"got {len(counts)} member counts for {len(pathways)} pathways")
+        return self.with_pathways([replace(p, num_members=n) for p, n in zip(pathways, counts)])
+
+    @property
+    def total_members(self) -> int:
+        """Members of all pathways together."""
+        return self.num_members + sum(pathway.num_members for pathway in self.pathways)
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +318,8 @@ class DeepGazeConfig:
                 f"{where}: config format_version {version!r} is newer than this deepgaze-hub understands "
                 f"(<= {CONFIG_FORMAT_VERSION}); upgrade with `pip install -U deepgaze-hub`"
             )
-        # Migrations from older layouts go here (none yet: format 1 is the first release).
+        if version == 1:  # format 2 only added fields, whose defaults describe every format-1 model
+            data["format_version"] = 2
         try:
             return parse(cls, data, where)
         except ConfigError as error:  # the checks of __post_init__ do not know the file: name it

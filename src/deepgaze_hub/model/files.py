@@ -19,6 +19,7 @@ first release's layout (format 1).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,12 @@ MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 #: Layout version of the tensors in model.safetensors (names and shapes). Bump it when a tensor is
-#: renamed or reshaped, and convert older files where `read_weights` checks the format.
-WEIGHTS_FORMAT_VERSION = 1
+#: renamed or reshaped, and convert older files where `load_weights` checks the format.
+#: 2: backbone weights may be stored under ``backbones.<i>.``. A file without them is written as
+#: format 1 (the same layout as before).
+WEIGHTS_FORMAT_VERSION = 2
+#: Prefix of stored backbone tensors (format 2).
+BACKBONE_PREFIX = "backbones."
 _FORMAT_KEY = "deepgaze_hub.weights_format"
 _VERSION_KEY = "deepgaze_hub.version"
 _CARD_KEY = "deepgaze_hub.card"
@@ -83,7 +88,7 @@ def write_model_files(
     metadata = {
         "format": "pt",
         "library": "deepgaze-hub",
-        _FORMAT_KEY: str(WEIGHTS_FORMAT_VERSION),
+        _FORMAT_KEY: "2" if any(key.startswith(BACKBONE_PREFIX) for key in tensors) else "1",
         _VERSION_KEY: __version__,
     }
     if card is not None:
@@ -100,9 +105,16 @@ def read_config(path: str | Path, where: str) -> DeepGazeConfig:
     return DeepGazeConfig.from_json(path, where=f"{where.rstrip('/')}/{Path(path).name}")
 
 
-def load_weights(module: torch.nn.Module, path: str | Path, where: str | None = None) -> dict[str, str]:
+def load_weights(
+    module: torch.nn.Module,
+    path: str | Path,
+    where: str | None = None,
+    extra: Mapping[str, torch.nn.Module] | None = None,
+) -> dict[str, str]:
     """Load a safetensors file into ``module`` strictly; return the file's header metadata.
 
+    ``extra``: further modules stored in the same file, ``{key prefix: module}`` (e.g. a stored
+    backbone under ``"backbones.0."``); their tensors are expected and loaded strictly as well.
     Errors (`WeightsError`) list every missing, unexpected, misshapen or non-finite tensor.
     """
     where = where or str(path)
@@ -114,7 +126,9 @@ def load_weights(module: torch.nn.Module, path: str | Path, where: str | None = 
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{where}: {name} is not a readable safetensors file ({error})") from error
     _check_weights_format(metadata, where, name)  # older formats would be converted to the current one here
-    expected = module.state_dict()
+    expected = dict(module.state_dict())
+    for prefix, part in (extra or {}).items():
+        expected.update({prefix + key: value for key, value in part.state_dict().items()})
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshapen = [
@@ -140,6 +154,9 @@ def load_weights(module: torch.nn.Module, path: str | Path, where: str | None = 
     )
     if not_finite:
         raise WeightsError(f"{where}: {name} has NaN or infinite values in {not_finite}; the file is corrupt")
+    parts = sorted((extra or {}).items(), key=lambda item: -len(item[0]))
+    for prefix, part in parts:
+        part.load_state_dict({k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}, strict=True)
     module.load_state_dict(state, strict=True)
     return metadata
 

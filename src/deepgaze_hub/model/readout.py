@@ -6,6 +6,13 @@ layer has no bias: a constant added to the readout is removed by the final norma
 a bias would have no effect on the density and only drift during training. The K
 members share their input, so the first layer of all members is one matrix product and the later
 layers are batched matrix products; this equals running the K readouts one after another.
+
+With ``layer_norm=True`` (DeepGaze IIE) every convolution but the last is preceded by a layer
+norm over channels and positions jointly (``GroupNorm(1, C, eps=1e-12)``: per image, mean and
+variance over (C, h, w), then a per-channel scale and shift of the member). The first norm's
+normalisation does not depend on the member, so it is computed once and each member's scale and
+shift are folded into its first convolution (``W_k (g_k * x_hat + b_k) = (W_k g_k) x_hat + W_k b_k``),
+keeping the first layer one matrix product for all members; later norms are batched over members.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _NONLINEARITIES = {"relu": F.relu, "softplus": F.softplus}
+#: Epsilon of the readout's layer norms (DeepGaze IIE's).
+LAYER_NORM_EPS = 1e-12
 
 
 class MemberwiseConv1x1(nn.Module):
@@ -42,6 +51,20 @@ class MemberwiseConv1x1(nn.Module):
         return self.bias[members].unsqueeze(-1) if self.bias is not None else 0.0
 
 
+class MemberwiseAffine(nn.Module):
+    """K per-channel scales ``weight`` (K, C) (initially 1) and shifts ``bias`` (K, C) (initially 0)."""
+
+    def __init__(self, num_members: int, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, channels))
+        self.bias = nn.Parameter(torch.zeros(num_members, channels))
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
+
+
 class EnsembleReadout(nn.Module):
     """K readout networks over shared features.
 
@@ -50,7 +73,12 @@ class EnsembleReadout(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, channels: Sequence[int], num_members: int, nonlinearity: str
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        num_members: int,
+        nonlinearity: str,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         sizes = [in_channels, *channels]
@@ -58,12 +86,16 @@ class EnsembleReadout(nn.Module):
         self.layers = nn.ModuleList(
             MemberwiseConv1x1(num_members, c_in, c_out, bias=i < len(pairs) - 1) for i, (c_in, c_out) in enumerate(pairs)
         )
+        # norms[i] comes before layers[i]; the last layer has none
+        self.norms = nn.ModuleList(MemberwiseAffine(num_members, c_in) for c_in, _ in pairs[:-1]) if layer_norm else None
         self.nonlinearity = nonlinearity
         self.num_members = num_members
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         for layer in self.layers:
             layer.reset_parameters(generator)
+        for norm in self.norms or ():
+            norm.reset_parameters(generator)
 
     def forward(self, features: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = features.shape
@@ -72,9 +104,19 @@ class EnsembleReadout(nn.Module):
         k = members.numel()
         weight = first.weight[members]  # (K', out, C): all members' first layers as one matrix
         x = features.reshape(batch, channels, height * width).to(weight.dtype)
+        shift = first.bias_for(members)
+        if self.norms is not None and len(self.layers) > 1:
+            x = F.layer_norm(x, (channels, height * width), eps=LAYER_NORM_EPS)  # shared by all members
+            norm = self.norms[0]
+            shift = shift + torch.matmul(weight, norm.bias[members].unsqueeze(-1))  # W_k b_k: (K', out, 1)
+            weight = weight * norm.weight[members].unsqueeze(1)  # W_k diag(g_k)
         x = torch.matmul(weight.reshape(-1, channels), x).view(batch, k, -1, height * width)
-        x = x + first.bias_for(members)  # (B, K', out, hw)
-        for layer in self.layers[1:]:
+        x = x + shift  # (B, K', out, hw)
+        for i, layer in enumerate(self.layers[1:], start=1):
             x = act(x)
+            if self.norms is not None and i < len(self.norms):
+                x = F.layer_norm(x, tuple(x.shape[-2:]), eps=LAYER_NORM_EPS)  # per image and member
+                norm = self.norms[i]
+                x = x * norm.weight[members].unsqueeze(-1) + norm.bias[members].unsqueeze(-1)
             x = torch.matmul(layer.weight[members], x) + layer.bias_for(members)
         return x.reshape(batch, k, height, width)

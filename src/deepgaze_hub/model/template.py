@@ -2,8 +2,13 @@
 
 The template is a (rows, cols) grid covering the image from edge to edge whatever its size or
 aspect ratio (x / width, y / height), like a centre bias fitted on normalised fixation coordinates.
-For an image of size (H, W) it is resized bilinearly (antialiased when shrinking) and renormalised,
-so one stored template serves every image size: no hand rescaling of a 1024 x 1024 file.
+For an image of size (H, W) it is resized and renormalised, so one stored template serves every
+image size: no hand rescaling of a 1024 x 1024 file. Two ways of resizing (``resize``):
+
+* ``"bilinear"`` (default): antialiased bilinear (`torch.nn.functional.interpolate`);
+* ``"zoom_nearest"``: what the DeepGaze family's authors do, ``scipy.ndimage.zoom(template,
+  (H / rows, W / cols), order=0)``: output row ``o`` reads template row
+  ``floor(o * (rows - 1) / (H - 1) + 0.5)`` (row 0 when H == 1), and likewise for columns.
 
 Before any data has been seen, the template is `default_centerbias_template`: a generic prior, not a
 fitted one. Fit your own from fixations (`deepgaze_hub.baselines.fit_centerbias`) and install it
@@ -44,10 +49,16 @@ def normalize_log_density(log_density: torch.Tensor) -> torch.Tensor:
 
 
 class CenterBiasTemplate(nn.Module):
-    """Holds the template (buffer ``log_density``, (rows, cols)) and evaluates it at any size."""
+    """Holds the template (buffer ``log_density``, (rows, cols)) and evaluates it at any size.
 
-    def __init__(self, shape: Sequence[int]) -> None:
+    ``resize``: ``"bilinear"`` or ``"zoom_nearest"`` (see the module docstring).
+    """
+
+    def __init__(self, shape: Sequence[int], resize: str = "bilinear") -> None:
         super().__init__()
+        if resize not in _RESIZERS:
+            raise ValueError(f"centre-bias resize must be one of {sorted(_RESIZERS)}, got {resize!r}")
+        self.resize = resize
         self.register_buffer("log_density", default_centerbias_template(shape))
 
     def set_template(self, log_density: torch.Tensor) -> None:
@@ -58,14 +69,33 @@ class CenterBiasTemplate(nn.Module):
         if not torch.isfinite(template).all():
             raise ValueError("the centre-bias template has NaN or infinite values; mix in a uniform term")
         if template.shape != self.log_density.shape:
-            template = _resize_log(template, tuple(self.log_density.shape))
+            template = _RESIZERS[self.resize](template, tuple(self.log_density.shape))
         self.log_density.copy_(normalize_log_density(template).to(self.log_density.device))
 
     def forward(self, size: Sequence[int]) -> torch.Tensor:
         """The centre-bias log density for an image of ``size`` = (H, W), shape (H, W), sums to 1."""
-        return normalize_log_density(_resize_log(self.log_density, (int(size[0]), int(size[1]))))
+        return normalize_log_density(_RESIZERS[self.resize](self.log_density, (int(size[0]), int(size[1]))))
 
 
-def _resize_log(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize_bilinear(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = F.interpolate(template[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
     return out[0, 0]
+
+
+def zoom_indices(n_in: int, n_out: int, device: torch.device | None = None) -> torch.Tensor:
+    """(n_out,) source index of each output position of ``scipy.ndimage.zoom(..., order=0)``
+    (``grid_mode=False``) along an axis of n_in cells: ``floor(o * (n_in - 1) / (n_out - 1) + 0.5)``."""
+    if n_out == 1:
+        return torch.zeros(1, dtype=torch.long, device=device)
+    step = (n_in - 1) / (n_out - 1)  # float64, as scipy computes it
+    index = torch.floor(torch.arange(n_out, dtype=torch.float64, device=device) * step + 0.5)
+    return index.long().clamp_max(n_in - 1)
+
+
+def _resize_zoom_nearest(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    rows = zoom_indices(template.shape[0], size[0], template.device)
+    cols = zoom_indices(template.shape[1], size[1], template.device)
+    return template[rows][:, cols]
+
+
+_RESIZERS = {"bilinear": _resize_bilinear, "zoom_nearest": _resize_zoom_nearest}

@@ -9,7 +9,9 @@ Every check raises `RequestRefused` with the 4xx status the client should see:
 
 * 413: the body is larger than ``max_upload_bytes`` (refused from the Content-Length header
   before reading, or as soon as the streamed body passes the limit), or the image header
-  declares more than ``max_pixels`` pixels (refused before decoding: decompression bombs);
+  declares more than ``max_pixels`` pixels (refused before decoding: decompression bombs).
+  ``max_pixels`` is about memory (phone photos of 12-50 Mpx pass): the model never sees that
+  size, `prepare_upload` shrinks the image to the model's working size first;
 * 415: the bytes are not an image in one of ``image_formats`` (only those decoders ever look
   at the bytes; the file name and Content-Type are ignored), or the body is a multipart form;
 * 400: an empty body or a malformed Content-Length; 422: a corrupt, truncated or too small image.
@@ -22,13 +24,14 @@ import collections
 import contextlib
 import io
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
 from ..io.images import check_pixels, load_image
+from ..io.scale import Scaling, resize_image
 from .errors import RequestRefused
 from .settings import ServiceSettings
 
@@ -167,6 +170,32 @@ def decode_upload(data: bytes, settings: ServiceSettings) -> tuple[torch.Tensor,
     except (OSError, SyntaxError, ValueError) as error:
         raise RequestRefused(422, "corrupt_image", f"{UPLOAD_NAME} is corrupt or truncated ({error})") from None
     return pixels, str(image.format)
+
+
+def prepare_upload(
+    data: bytes, settings: ServiceSettings, scale: Callable[[tuple[int, int]], Scaling]
+) -> tuple[torch.Tensor, str, Scaling]:
+    """Decode an upload (`decode_upload`) and resize it to the size ``scale`` picks for it.
+
+    Returns ((3, h, w) float32 0-255 pixels at the working size, Pillow format name, scaling).
+    Refuses (422) a working size above ``settings.max_working_pixels`` (a full-size or upscaled
+    prediction the model's memory is not meant for).
+    """
+    pixels, image_format = decode_upload(data, settings)
+    try:
+        scaling = scale(tuple(pixels.shape[-2:]))
+    except ImageError as error:
+        raise RequestRefused(422, "invalid_parameter", str(error)) from None
+    rows, cols = scaling.working
+    if rows * cols > settings.max_working_pixels:
+        raise RequestRefused(
+            422,
+            "too_large_to_predict",
+            f"{UPLOAD_NAME} would be predicted at {cols}x{rows} pixels ({scaling.reason}), more than this "
+            f"service's limit of {settings.max_working_pixels / 1e6:g} million pixels for the model; "
+            "ask for fewer pixels per degree, or send a smaller image",
+        )
+    return resize_image(pixels, scaling.working), image_format, scaling
 
 
 def check_min_side(pixels: torch.Tensor, min_side: int) -> None:

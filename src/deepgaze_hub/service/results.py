@@ -16,40 +16,52 @@ import numpy as np
 import torch
 
 from ..data.sampling import sample_fixations
+from ..io.scale import Scaling, resize_log_density
 from ..visualization import density_overlay
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """An uploaded image and the model's answer.
+    """An uploaded image and the model's answer, both at the size the model worked at.
 
-    ``image``: (H, W, 3) uint8 as the model saw it (EXIF orientation applied, 16-bit scaled to
-    8 bits); ``log_density``: (H, W) float32, natural log, ``exp(log_density).sum() == 1``.
+    ``image``: (h, w, 3) uint8 as the model saw it (EXIF orientation applied, 16-bit scaled to
+    8 bits, resized to the working size); ``log_density``: (h, w) float32, natural log,
+    ``exp(log_density).sum() == 1``; ``scaling``: the upload's own size (H, W) and the working
+    size (h, w). Downloads (`log_density_npy`) and sampled fixations are at the upload's size;
+    overlays at the working size. Memory per result is bounded by the working size.
     """
 
     id: str
     image: np.ndarray
     log_density: np.ndarray
     image_format: str
+    scaling: Scaling
 
     @classmethod
-    def create(cls, pixels: torch.Tensor, log_density: torch.Tensor, image_format: str) -> Prediction:
-        """From (3, H, W) 0-255 pixels and an (H, W) log density; gets a fresh random id."""
+    def create(cls, pixels: torch.Tensor, log_density: torch.Tensor, image_format: str, scaling: Scaling) -> Prediction:
+        """From (3, h, w) 0-255 pixels and an (h, w) log density at the working size; a fresh random id."""
         image = pixels.permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-        return cls(secrets.token_urlsafe(12), image, log_density.float().numpy(), image_format)
+        return cls(secrets.token_urlsafe(12), image, log_density.float().numpy(), image_format, scaling)
 
     @property
     def nbytes(self) -> int:
         return self.image.nbytes + self.log_density.nbytes
 
     def fixations(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` fixations (xs, ys) in pixels (x = column, y = row), the same for the same seed."""
+        """``count`` fixations (xs, ys) in pixels of the working size (x = column, y = row), the
+        same for the same seed (what overlays draw)."""
         return sample_fixations(self.log_density, count, seed=seed)
 
+    def to_original(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Working-size pixel coordinates (x = column, y = row) in the upload's own pixels."""
+        (rows, cols), (work_rows, work_cols) = self.scaling.original, self.scaling.working
+        return xs * (cols / work_cols), ys * (rows / work_rows)
+
     def log_density_npy(self) -> bytes:
-        """The log density as the bytes of a float32 (H, W) ``.npy`` file."""
+        """The log density at the upload's own size (H, W), as the bytes of a float32 ``.npy`` file."""
+        full = resize_log_density(torch.from_numpy(self.log_density), self.scaling.original)
         buffer = io.BytesIO()
-        np.save(buffer, self.log_density.astype(np.float32, copy=False))
+        np.save(buffer, full.numpy().astype(np.float32, copy=False))
         return buffer.getvalue()
 
     def overlay_png(

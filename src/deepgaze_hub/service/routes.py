@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import DeepGazeError
 from .errors import RequestRefused
-from .limits import check_min_side, decode_upload, receive_upload, refuse_multipart
+from .limits import check_min_side, prepare_upload, receive_upload, refuse_multipart
 from .results import Prediction
 from .schemas import (
     ErrorResponse,
@@ -40,6 +40,7 @@ from .schemas import (
     ModelsResponse,
     PredictResponse,
     SampledFixations,
+    ScalingInfo,
 )
 from .state import ServiceState, service_state
 
@@ -92,6 +93,7 @@ class Asked:
     show_density: bool
     show_contours: bool
     show_fixations: bool
+    pixels_per_degree: float | None = None
 
 
 def check_fixations(request: Request, fixations: int) -> int:
@@ -116,6 +118,13 @@ def predict_options(
     show_density: bool = Query(True, description="overlay: colour the density"),
     show_contours: bool = Query(True, description="overlay: draw contours at 25/50/75% of the probability mass"),
     show_fixations: bool = Query(True, description="overlay: draw the sampled fixations"),
+    pixels_per_degree: float | None = Query(
+        None,
+        gt=0,
+        le=10000,
+        description="pixels per degree of visual angle of the image as viewed: it is rescaled so the model "
+        "sees its training scale (default: images larger than the model's working size are shrunk to it)",
+    ),
 ) -> Asked:
     return Asked(
         output=output,
@@ -126,6 +135,7 @@ def predict_options(
         show_density=show_density,
         show_contours=show_contours,
         show_fixations=show_fixations,
+        pixels_per_degree=pixels_per_degree,
     )
 
 
@@ -172,14 +182,21 @@ async def predict(request: Request, asked: Asked = Depends(predict_options)):
 
 
 async def answer(state: ServiceState, data: bytes, asked: Asked) -> Response | PredictResponse:
-    """Decode, predict, keep and encode one fully received upload."""
-    pixels, image_format = await asyncio.to_thread(decode_upload, data, state.settings)
+    """Decode, scale, predict, keep and encode one fully received upload.
+
+    The image is shrunk to the working size before it is queued, so queued memory is bounded by
+    the working size, not by the upload's (`ServiceState.decoding` bounds full-size decodes).
+    """
+    async with state.decoding:
+        pixels, image_format, scaling = await asyncio.to_thread(
+            prepare_upload, data, state.settings, state.scaler(asked.pixels_per_degree)
+        )
     check_min_side(pixels, state.min_side)
     try:
         log_density = await state.batcher.submit(pixels)
     except DeepGazeError as error:  # e.g. an image too small for the backbone
         raise RequestRefused(422, "unusable_image", str(error)) from None
-    prediction = await asyncio.to_thread(Prediction.create, pixels, log_density, image_format)
+    prediction = await asyncio.to_thread(Prediction.create, pixels, log_density, image_format, scaling)
     kept = state.store.add(prediction)
     return await asyncio.to_thread(respond, prediction, asked, state.name, kept)
 
@@ -200,20 +217,22 @@ def respond(prediction: Prediction, asked: Asked, model_name: str, kept: bool) -
         )
     if asked.output == "png":
         return Response(png, media_type="image/png", headers=headers)
-    height, width = prediction.log_density.shape
+    height, width = prediction.scaling.original
     base = f"/v1/predictions/{prediction.id}"
+    original = prediction.to_original(*points) if points is not None else None
     return PredictResponse(
         id=prediction.id,
         model=model_name,
         width=width,
         height=height,
         image_format=prediction.image_format,
+        scaling=ScalingInfo(**prediction.scaling.to_dict(), text=prediction.scaling.describe()),
         log_density=LogDensityPayload(shape=[height, width], data=_base64(prediction.log_density_npy()))
         if asked.log_density
         else None,
         overlay_png=_base64(png) if png is not None else None,
-        fixations=SampledFixations(x=points[0].tolist(), y=points[1].tolist(), seed=asked.seed)
-        if points is not None
+        fixations=SampledFixations(x=original[0].tolist(), y=original[1].tolist(), seed=asked.seed)
+        if original is not None
         else None,
         links=Links(overlay=f"{base}/overlay.png", log_density=f"{base}/log_density.npy") if kept else None,
     )

@@ -20,8 +20,8 @@ class LogDensityPayload(BaseModel):
 class SampledFixations(BaseModel):
     """Fixations drawn independently from the density; x = column, y = row, in pixels."""
 
-    x: list[float]
-    y: list[float]
+    x: list[float] = Field(description="columns, in pixels of the upload (its own size)")
+    y: list[float] = Field(description="rows, in pixels of the upload")
     seed: int = Field(description="the seed that reproduces these fixations")
 
 
@@ -32,12 +32,23 @@ class Links(BaseModel):
     log_density: str
 
 
+class ScalingInfo(BaseModel):
+    """How the upload was scaled for the model (sizes are [width, height] in pixels)."""
+
+    original_size: list[int] = Field(description="[W, H] of the upload (EXIF orientation applied)")
+    working_size: list[int] = Field(description="[w, h] the model predicted at")
+    factor: float = Field(description="working / original")
+    reason: str = Field(description="why: as is, shrunk to the model's working size, rescaled to its training scale, full size")
+    text: str = Field(description="the same in one sentence")
+
+
 class PredictResponse(BaseModel):
     id: str = Field(description="identifies the prediction in /v1/predictions/{id}/...")
     model: str = Field(description="the model that answered")
-    width: int = Field(description="image width W in pixels (EXIF orientation applied)")
+    width: int = Field(description="image width W in pixels (EXIF orientation applied); the log density is W wide")
     height: int = Field(description="image height H in pixels")
     image_format: str = Field(description="format detected from the content, e.g. JPEG")
+    scaling: ScalingInfo = Field(description="how the image was scaled for the model; the overlay is at working_size")
     log_density: LogDensityPayload | None = None
     overlay_png: str | None = Field(None, description="base64 PNG: heatmap overlay with probability-mass contours")
     fixations: SampledFixations | None = None

@@ -74,13 +74,39 @@ class ServiceSettings:
     """What the prediction service accepts, how long it waits and how it batches (see each field's help)."""
 
     max_upload_bytes: int = bounded(
-        20 * MIB, ge=1, help="largest request body (the encoded image)", **_cli("limits", "--max-upload-mb", MIB, "MiB")
+        64 * MIB,
+        ge=1,
+        help="largest request body (the encoded image; a 50-megapixel camera JPEG is 15-40 MiB)",
+        **_cli("limits", "--max-upload-mb", MIB, "MiB"),
     )
     max_pixels: int = bounded(
-        2048 * 2048,
+        50_000_000,
         ge=1,
-        help="largest image, width x height, checked from the image header before anything is decoded",
+        help="largest image decoded, width x height, checked from the image header before anything is "
+        "decoded; a limit on memory (about 16 bytes per pixel while decoding), not on the model, which "
+        "works at its own working size",
         **_cli("limits"),
+    )
+    max_decodes: int = bounded(
+        2, ge=1, help="uploads decoded at full size at once (each needs up to max_pixels x 16 bytes); "
+        "decoded images are shrunk to the model's working size before they are queued",
+        **_cli("limits"),
+    )
+    max_working_pixels: int = bounded(
+        4 * MIB, ge=1, help="largest size the model runs at, width x height, after scaling (--full-size, "
+        "pixels_per_degree); larger gets 422",
+        **_cli("limits"),
+    )
+    full_size: bool = bounded(
+        False, help="predict images at their own size instead of shrinking larger ones to the model's working "
+        "size (up to max_working_pixels)",
+        **_cli("scale"),
+    )
+    precision: str = bounded(
+        "float32", choices=("float32", "bfloat16", "float16"),
+        help="precision of the backbone: float32 (exact), bfloat16 (fast on GPUs and CPUs with AMX/AVX512-BF16), "
+        "float16 (GPU)",
+        **_cli("batching"),
     )
     image_formats: tuple[str, ...] = bounded(
         DEFAULT_IMAGE_FORMATS,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from starlette.requests import Request
 
+from ..io.scale import Scaling
 from ..model.deepgaze import DeepGaze
 from .batcher import MicroBatcher
 from .errors import RequestRefused
@@ -50,13 +52,23 @@ class ServiceState:
     card: str
     config: dict[str, Any]
     min_side: int
+    decoding: asyncio.Semaphore
     in_flight: int = field(default=0)
+
+    def scaler(self, pixels_per_degree: float | None) -> Callable[[tuple[int, int]], Scaling]:
+        """``size -> Scaling``: the size the model predicts an upload of ``size`` (rows, cols) at."""
+
+        def scale(size: tuple[int, int]) -> Scaling:
+            return self.model.scaling(size, pixels_per_degree=pixels_per_degree, full_size=self.settings.full_size)
+
+        return scale
 
     @classmethod
     def build(cls, model: DeepGaze, settings: ServiceSettings, name: str, token: str | None) -> ServiceState:
         """The state for ``model`` (put in eval mode); paths are hidden unless ``settings.show_model_path``."""
         check_token(token)
         model.eval()
+        model.backbone.precision = settings.precision
         card = str(model.generate_model_card())
         config = model.config.to_dict()
         if not settings.show_model_path:
@@ -78,6 +90,7 @@ class ServiceState:
             card=card,
             config=config,
             min_side=math.ceil(model.config.downsample * model.config.readout_factor),  # one readout cell
+            decoding=asyncio.Semaphore(settings.max_decodes),
         )
 
     @contextlib.contextmanager

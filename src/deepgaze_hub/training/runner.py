@@ -39,6 +39,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ..baselines import fit_centerbias
 from ..data import EMBEDDED, FixationDataset, open_dataset
 from ..errors import ConfigError, TrainingError
+from ..evaluation.centre_bias import describe_settings
 from ..evaluation.crossval import CrossvalInfo
 from ..evaluation.evaluate import evaluate_model
 from ..evaluation.report import Column, EvaluationReport, Row
@@ -170,9 +171,13 @@ class RecipeRun:
         evaluation = []
         if crossval is not None:
             split = f"held-out folds ({final.folds}-fold cross-validation)"
+            centre_bias = crossval.settings.get("centre_bias")
             for column, label in CARD_COLUMNS:
                 value = round(crossval.score(Row.MODEL, column), 4)
-                evaluation.append(CardMetric(final.train, label, value, split, "bits/fixation"))
+                where = split
+                if column == Column.IG_VS_CENTRE_BIAS and centre_bias and "convention" in centre_bias:
+                    where = f"{split}; centre bias: {describe_settings(centre_bias)}"
+                evaluation.append(CardMetric(final.train, label, value, where, "bits/fixation"))
             fraction = crossval.truth_fraction
             if fraction is not None:
                 evaluation.append(CardMetric(final.train, "IG / true IG", round(100 * fraction, 1), split, "%"))
@@ -279,12 +284,19 @@ class RecipeRun:
 
     def _crossval(self, model: DeepGaze, stage: StageConfig) -> EvaluationReport:
         """Score every image with the member that did not train on it: `evaluate_model` with IG and
-        LL against uniform, the leave-one-image-out centre bias and (synthetic data) the truth."""
+        LL against uniform, the leave-one-image-out (fitted) centre bias and (synthetic data) the
+        truth. The backbone does not run again when the feature cache holds the images' features."""
         saved = self.run_dir / "model" / "crossval.json"
         if saved.exists() and (self.run_dir / "model" / "model.safetensors").exists():
             return EvaluationReport.from_dict(json.loads(saved.read_text()))
         return evaluate_model(
-            model, self.dataset(stage.train), crossval=self.crossval_info(stage), metrics=["IG", "LL"], gold_standard=False, progress=False
+            model,
+            self.dataset(stage.train),
+            crossval=self.crossval_info(stage),
+            metrics=["IG", "LL"],
+            gold_standard=False,
+            progress=False,
+            features=self.feature_cache(model, stage.train),
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,6 +103,20 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(t, 10) for t in ticks]
 
 
+@dataclass(frozen=True)
+class _Axes:
+    """A plot box in pixels (left, top, right, bottom) showing data ranges x_range and y_range."""
+
+    box: tuple[int, int, int, int]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+    def to_pixel(self, px: float, py: float) -> tuple[float, float]:
+        fx = (px - self.x_range[0]) / (self.x_range[1] - self.x_range[0])
+        fy = (py - self.y_range[0]) / (self.y_range[1] - self.y_range[0])
+        return self.box[0] + fx * (self.box[2] - self.box[0]), self.box[3] - fy * (self.box[3] - self.box[1])
+
+
 def scatter_figure(
     x: Sequence[float],
     y: Sequence[float],
@@ -121,41 +136,20 @@ def scatter_figure(
     x_low, x_high = (values.min(), values.max()) if diagonal and values.size else (x.min(initial=0), x.max(initial=1))
     y_low, y_high = (x_low, x_high) if diagonal else (y.min(initial=0), y.max(initial=1))
     x_ticks, y_ticks = nice_ticks(x_low, x_high), nice_ticks(y_low, y_high)
-    x_range, y_range = (x_ticks[0], x_ticks[-1]), (y_ticks[0], y_ticks[-1])
 
     font, small = _font(max(12, size // 36)), _font(max(10, size // 46))
     left, right, top, bottom = size // 6, size // 24, size // 10, size // 7
     figure = Image.new("RGB", (size, size), _BACKGROUND)
     draw = ImageDraw.Draw(figure)
-    box = (left, top, size - right, size - bottom)
-
-    def to_pixel(px: float, py: float) -> tuple[float, float]:
-        fx = (px - x_range[0]) / (x_range[1] - x_range[0])
-        fy = (py - y_range[0]) / (y_range[1] - y_range[0])
-        return box[0] + fx * (box[2] - box[0]), box[3] - fy * (box[3] - box[1])
-
-    draw.rectangle(box, outline=_INK, width=2)
-    for tick in x_ticks:
-        px, _ = to_pixel(tick, y_range[0])
-        draw.line((px, box[3], px, box[3] + 6), fill=_INK, width=2)
-        label = f"{tick:g}"
-        draw.text((px - draw.textlength(label, font=small) / 2, box[3] + 9), label, fill=_INK, font=small)
-    for tick in y_ticks:
-        _, py = to_pixel(x_range[0], tick)
-        draw.line((box[0] - 6, py, box[0], py), fill=_INK, width=2)
-        label = f"{tick:g}"
-        draw.text((box[0] - 10 - draw.textlength(label, font=small), py - small.size / 2), label, fill=_INK, font=small)
+    axes = _Axes((left, top, size - right, size - bottom), (x_ticks[0], x_ticks[-1]), (y_ticks[0], y_ticks[-1]))
+    _draw_ticks(draw, axes, x_ticks, y_ticks, small)
     if diagonal:
-        low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
-        (ax, ay), (bx, by) = to_pixel(low, low), to_pixel(high, high)
-        steps = 40
-        for i in range(0, steps, 2):  # dashed
-            t0, t1 = i / steps, (i + 1) / steps
-            draw.line((ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1), fill=(150, 150, 150), width=2)
+        _draw_diagonal(draw, axes)
     radius = max(3, size // 160)
     for px, py in zip(x, y):
-        cx, cy = to_pixel(px, py)
+        cx, cy = axes.to_pixel(px, py)
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(40, 110, 200), outline=(10, 40, 90))
+    box = axes.box
     draw.text(((box[0] + box[2] - draw.textlength(xlabel, font=font)) / 2, size - bottom // 2 - 4), xlabel, fill=_INK, font=font)
     rotated = Image.new("RGB", (int(draw.textlength(ylabel, font=font)) + 4, font.size + 8), _BACKGROUND)
     ImageDraw.Draw(rotated).text((2, 2), ylabel, fill=_INK, font=font)
@@ -164,3 +158,27 @@ def scatter_figure(
     if title:
         draw.text(((size - draw.textlength(title, font=font)) / 2, top // 3), title, fill=_INK, font=font)
     return figure
+
+
+def _draw_ticks(draw: ImageDraw.ImageDraw, axes: _Axes, x_ticks: Sequence[float], y_ticks: Sequence[float], font) -> None:
+    box = axes.box
+    draw.rectangle(box, outline=_INK, width=2)
+    for tick in x_ticks:
+        px, _ = axes.to_pixel(tick, axes.y_range[0])
+        draw.line((px, box[3], px, box[3] + 6), fill=_INK, width=2)
+        label = f"{tick:g}"
+        draw.text((px - draw.textlength(label, font=font) / 2, box[3] + 9), label, fill=_INK, font=font)
+    for tick in y_ticks:
+        _, py = axes.to_pixel(axes.x_range[0], tick)
+        draw.line((box[0] - 6, py, box[0], py), fill=_INK, width=2)
+        label = f"{tick:g}"
+        draw.text((box[0] - 10 - draw.textlength(label, font=font), py - font.size / 2), label, fill=_INK, font=font)
+
+
+def _draw_diagonal(draw: ImageDraw.ImageDraw, axes: _Axes, steps: int = 40) -> None:
+    """The dashed y = x line across the part of the box where both ranges overlap."""
+    low, high = max(axes.x_range[0], axes.y_range[0]), min(axes.x_range[1], axes.y_range[1])
+    (ax, ay), (bx, by) = axes.to_pixel(low, low), axes.to_pixel(high, high)
+    for i in range(0, steps, 2):
+        t0, t1 = i / steps, (i + 1) / steps
+        draw.line((ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1), fill=(150, 150, 150), width=2)

@@ -101,7 +101,8 @@ async function show(file, body) {
   const stem = file.name.replace(/\.[^.]*$/, "") || "image";
   current = { file, id: body.id, seed: body.fixations ? body.fixations.seed : 0, stem, kept: Boolean(body.links) };
   $("overlay").src = `data:image/png;base64,${body.overlay_png}`;
-  $("caption").textContent = `${file.name}: ${body.width} x ${body.height} pixels, ${body.image_format}, model ${body.model}`;
+  const scaled = body.scaling ? ` Scale: ${body.scaling.text}.` : "";
+  $("caption").textContent = `${file.name}: ${body.width} x ${body.height} pixels, ${body.image_format}, model ${body.model}.${scaled}`;
   $("download-overlay").href = $("overlay").src;
   $("download-overlay").download = `${stem}-overlay.png`;
   $("download-density").hidden = !current.kept;
@@ -155,7 +156,8 @@ async function loadModelInfo() {
       `${model.num_members} member(s), on ${model.device}.`;
     const limits = info.limits;
     $("limits").textContent = `${limits.image_formats.join(", ")}; up to ${(limits.max_upload_bytes / 2 ** 20).toFixed(0)} MiB ` +
-      `and ${(limits.max_pixels / 1e6).toFixed(1)} megapixels.`;
+      `and ${(limits.max_pixels / 1e6).toFixed(1)} megapixels. Larger photos are shrunk to the model's ` +
+      `working size${limits.full_size ? " (this service predicts at full size)" : ""}; the density comes back at the photo's size.`;
     showError("");
   } catch (error) {
     $("model-info").textContent = "Model information unavailable.";
