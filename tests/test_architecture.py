@@ -92,3 +92,14 @@ def test_no_function_level_imports_of_our_own_modules():
         if in_function and _package(parts) not in LAZY_IMPORTS_ALLOWED
     ]
     assert hidden == []
+
+
+def test_every_public_name_loads_and_the_package_import_is_light():
+    import subprocess
+    import sys
+
+    for name in deepgaze_hub.__all__:
+        assert getattr(deepgaze_hub, name) is not None, name
+    code = "import sys, deepgaze_hub; print(sorted(m for m in ('torch', 'lightning', 'fastapi') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

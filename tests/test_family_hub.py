@@ -53,11 +53,10 @@ def _stand_in_converter(kind, state_dict, *, centerbias=None, where):
 
 
 @pytest.fixture
-def stand_in(monkeypatch):
+def stand_in(monkeypatch, one_thread):
     """The small layout and the stand-in converter, for every code path that reads them."""
     monkeypatch.setattr(official, "published_layout", lambda kind: dict(SMALL_LAYOUT))
     monkeypatch.setattr(official, "convert_official", _stand_in_converter, raising=False)
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -359,14 +358,13 @@ def test_shipped_release_entries_and_hubconf():
 
 
 @pytest.mark.slow
-def test_real_deepgaze1_layout_from_the_release_server_to_a_prediction(tmp_path, server, cache, monkeypatch, capsys):
+def test_real_deepgaze1_layout_from_the_release_server_to_a_prediction(tmp_path, server, cache, monkeypatch, capsys, one_thread):
     """A random state dict in the real DeepGaze I layout, served like the authors' release: the
     registry entry downloads, checks, converts (the real converter) and caches it; the prediction
     equals tests/reference_family.py's literal forward pass with the authors' centre bias; the next
     load is offline; `deepgaze-hub convert official` gives the same model from the cached file."""
     from reference_family import authors_centerbias, deepgaze1_forward
 
-    torch.set_num_threads(1)
     state = official.random_published_state_dict("deepgaze1", seed=1)
     digest = _serve_release(server, state)
     registry = _registry(tmp_path, server)

@@ -159,3 +159,18 @@ def test_non_finite_weights_are_refused(model, tmp_path):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(WeightsError, match=r"NaN or infinite values in \['readout\.layers\.1\.bias'\]"):
         DeepGaze.from_pretrained(tmp_path)
+
+
+def test_a_card_cites_the_model_s_own_paper_and_names_every_backbone():
+    from deepgaze_hub.model import BackboneConfig, DeepGazeConfig, PathwayConfig
+    from deepgaze_hub.model.card import ModelCardInfo, build_model_card
+
+    config = DeepGazeConfig(
+        backbone=BackboneConfig(name="alexnet", weights=None, layers=["features.10"], channels=[256]),
+        pathways=[PathwayConfig(backbone=BackboneConfig(name="resnet50", weights=None, layers=["layer4"], channels=[2048]))],
+    )
+    own = str(build_model_card(config, ModelCardInfo(citation="@misc{kummerer2015deepgaze1, title={Deep Gaze I}}")))
+    assert "@misc{kummerer2015deepgaze1" in own and "kummerer2016deepgaze2" not in own
+    assert "`alexnet`, `resnet50` backbones supply" in own
+    default = str(build_model_card(DeepGazeConfig(backbone={"weights": None}), ModelCardInfo()))
+    assert "kummerer2016deepgaze2" in default and "a frozen `vgg19` backbone supplies" in default

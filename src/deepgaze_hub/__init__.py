@@ -37,11 +37,13 @@ _LAZY = {
     "DeepGaze": "deepgaze_hub.model",
     "DeepGazeConfig": "deepgaze_hub.model",
     "BackboneConfig": "deepgaze_hub.model",
+    "PathwayConfig": "deepgaze_hub.model",
     "FeatureExtractor": "deepgaze_hub.model",
     "load": "deepgaze_hub.hub",
     "list_models": "deepgaze_hub.hub",
     "ModelCardInfo": "deepgaze_hub.model",
     "load_image": "deepgaze_hub.io.images",
+    "pixels_per_degree": "deepgaze_hub.io.scale",
     "FixationDataset": "deepgaze_hub.data",
     "Fixations": "deepgaze_hub.data",
     "default_dataset": "deepgaze_hub.data",
@@ -97,7 +99,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from .hub import list_models, load
     from .model import ModelCardInfo
     from .io.images import load_image
-    from .model import BackboneConfig, DeepGaze, DeepGazeConfig, FeatureExtractor
+    from .io.scale import pixels_per_degree
+    from .model import BackboneConfig, DeepGaze, DeepGazeConfig, FeatureExtractor, PathwayConfig
     from .training import DeepGazeModule, FixationDataModule, load_recipe
     from .visualization import density_overlay
 

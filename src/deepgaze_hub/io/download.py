@@ -334,15 +334,37 @@ def _transfer(
         return file_sha256(partial.data), True
     elif meta.get("total") is not None and have > meta["total"]:
         raise _StartOver
+    response = _open(url, path, _request_headers(meta, have), have=have, timeout=timeout)
+    with response:
+        start, total = _range_of(response, have, url)
+        if start and total != meta.get("total"):
+            raise _StartOver  # the file changed size since the partial download began
+        if total is not None and total > max_bytes:
+            raise WeightsError(f"{url} is {total} bytes, more than the {max_bytes} bytes allowed (max_bytes); refused")
+        validators = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
+        atomic_write_text(partial.meta, json.dumps({"url": url, "total": total, **validators}))
+        digest, size = _copy_body(response, partial, url, path.name, start, total, show=show, max_bytes=max_bytes)
+    if total is not None and size != total:
+        raise _Interrupted(f"the connection closed after {size} of {total} bytes")
+    return digest.hexdigest(), bool(start)
+
+
+def _request_headers(meta: dict | None, have: int) -> dict[str, str]:
+    """The request's headers: a range request with its validator when ``have`` bytes are kept."""
     headers = {"User-Agent": f"deepgaze-hub/{__version__}", "Accept-Encoding": "identity"}
-    if have:
+    if have and meta is not None:
         headers["Range"] = f"bytes={have}-"
         etag = meta.get("etag")
         validator = etag if etag and not str(etag).startswith("W/") else meta.get("last_modified")  # weak tags can't
         if validator:
             headers["If-Range"] = validator
+    return headers
+
+
+def _open(url: str, path: Path, headers: dict[str, str], *, have: int, timeout: float) -> http.client.HTTPResponse:
+    """Send the request; HTTP and network failures become `WeightsError`, `_StartOver` or `_Interrupted`."""
     try:
-        response = _opener().open(urllib.request.Request(url, headers=headers), timeout=timeout)
+        return _opener().open(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as error:
         error.close()
         if error.code == 416 and have:  # the partial file does not fit the file served now
@@ -356,46 +378,50 @@ def _transfer(
         raise WeightsError(_fetch_by_hand(url, path, None, f"it could not be reached ({error.reason})")) from None
     except (TimeoutError, OSError, http.client.HTTPException) as error:
         raise _Interrupted(f"no answer ({error or type(error).__name__})") from None
-    with response:
-        start, total = _range_of(response, have, url)
-        if start and total != meta.get("total"):
-            raise _StartOver  # the file changed size since the partial download began
-        if total is not None and total > max_bytes:
-            raise WeightsError(f"{url} is {total} bytes, more than the {max_bytes} bytes allowed (max_bytes); refused")
-        validators = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
-        atomic_write_text(partial.meta, json.dumps({"url": url, "total": total, **validators}))
-        digest = hashlib.sha256()
-        if start:
-            with open(partial.data, "rb") as handle:
-                for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                    digest.update(chunk)
-        size = start
-        bar = tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
-            file=sys.stderr, disable=not show, leave=False,
-        )
-        with bar, open(partial.data, "ab" if start else "wb") as out:  # "wb": a 200 answer restarts from 0
-            while True:
-                try:
-                    # read1: what has arrived so far, so that bytes before a stall are kept
-                    chunk = response.read1(min(_CHUNK, max_bytes + 1 - size))
-                except (TimeoutError, OSError, http.client.HTTPException) as error:
-                    raise _Interrupted(f"{error or type(error).__name__} after {size} bytes") from None
-                if not chunk:
-                    break
-                out.write(chunk)
+
+
+def _copy_body(
+    response: http.client.HTTPResponse,
+    partial: _Partial,
+    url: str,
+    name: str,
+    start: int,
+    total: int | None,
+    *,
+    show: bool,
+    max_bytes: int,
+) -> tuple["hashlib._Hash", int]:
+    """Append the body to the partial file from byte ``start``; return (sha256 so far, bytes in the file)."""
+    digest = hashlib.sha256()
+    if start:
+        with open(partial.data, "rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
                 digest.update(chunk)
-                size += len(chunk)
-                bar.update(len(chunk))
-                if size > max_bytes:
-                    out.close()
-                    partial.clear()
-                    raise WeightsError(f"{url} is more than the {max_bytes} bytes allowed (max_bytes); refused")
-            out.flush()
-            os.fsync(out.fileno())
-    if total is not None and size != total:
-        raise _Interrupted(f"the connection closed after {size} of {total} bytes")
-    return digest.hexdigest(), bool(start)
+    size = start
+    bar = tqdm(
+        total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+        file=sys.stderr, disable=not show, leave=False,
+    )
+    with bar, open(partial.data, "ab" if start else "wb") as out:  # "wb": a 200 answer restarts from 0
+        while True:
+            try:
+                # read1: what has arrived so far, so that bytes before a stall are kept
+                chunk = response.read1(min(_CHUNK, max_bytes + 1 - size))
+            except (TimeoutError, OSError, http.client.HTTPException) as error:
+                raise _Interrupted(f"{error or type(error).__name__} after {size} bytes") from None
+            if not chunk:
+                break
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            bar.update(len(chunk))
+            if size > max_bytes:
+                out.close()
+                partial.clear()
+                raise WeightsError(f"{url} is more than the {max_bytes} bytes allowed (max_bytes); refused")
+        out.flush()
+        os.fsync(out.fileno())
+    return digest, size
 
 
 def _range_of(response: http.client.HTTPResponse, have: int, url: str) -> tuple[int, int | None]:
