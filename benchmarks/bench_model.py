@@ -71,6 +71,8 @@ def main() -> None:
     reference = copy.deepcopy(single)  # the same weights, run the authors' way: default memory layout
     for extractor in reference.backbones:
         extractor.channels_last = False
+    for extractor in single.backbones:  # ours: channels-last (opt-in, DEEPGAZE_HUB_CHANNELS_LAST=1)
+        extractor.channels_last = True
 
     def reduced() -> torch.Tensor:
         single.precision = "bfloat16"
