@@ -17,7 +17,10 @@ readouts + finalizers + mixture from precomputed features (ours: ``model.log_den
 the reference: its member loop). The readouts' share is readouts / (backbones + readouts), from
 these separate medians, which is steadier on a loaded machine than a difference of two full passes.
 
-Variants are interleaved and medians reported, so machine load affects all alike.
+Variants are interleaved and medians reported, so machine load affects all alike. Each variant's
+process CPU time (all threads) is recorded beside its wall time: on a machine shared with other
+work, wall times stretch with the load (and multi-threaded backbones stretch more than the many
+small readout operations), so the share is printed from both, with the load average.
 
     python benchmarks/bench_family.py [--size 1024x768] [--repeats 5] [--threads N] [--kind deepgaze2e]
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import sys
@@ -129,30 +133,41 @@ def main() -> None:
         ),
         "reference, member loop only": lambda: reference.readouts(ref_features, centerbias),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    load_before = os.getloadavg()
     with torch.no_grad():
         for _ in range(args.repeats):
             for name, fn in variants.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                times[name].append(time.perf_counter() - t0)
-    report(args, ours.num_members, width, height, {name: median_ms(samples) for name, samples in times.items()})
+                walls[name].append(time.perf_counter() - t0)
+                cpus[name].append(time.process_time() - c0)
+    medians = {name: (median_ms(walls[name]), median_ms(cpus[name])) for name in variants}
+    report(args, ours.num_members, width, height, medians, (load_before, os.getloadavg()))
 
 
-def report(args, members: int, width: int, height: int, medians: dict[str, float]) -> None:
+def report(args, members: int, width: int, height: int, medians: dict, loads: tuple) -> None:
+    """Print the table (wall and CPU medians), then the ratio and the share from each."""
     print(f"\n{args.kind}, {members} members, one {width}x{height} image, CPU, {torch.get_num_threads()} threads,")
-    print(f"torch {torch.__version__}, {platform.machine()}, medians of {args.repeats} interleaved runs\n")
-    print("| variant | median |\n|---|---|")
-    for name, value in medians.items():
-        print(f"| {name} | {value:.0f} ms |")
-    ours_full, ref_full = medians["ours, full forward"], medians["reference (per-member loop), full forward"]
-    ours_bb, ref_bb = medians["ours, backbones only"], medians["reference, backbones only"]
-    ours_ro, ref_ro = medians["ours, readouts + finalizers + mixture only"], medians["reference, member loop only"]
-    print(f"\n* ours / per-member loop, full forward: **{ours_full / ref_full:.3f}** (goal <= 0.6)")
-    share = ours_ro / (ours_bb + ours_ro)
-    print(f"* readouts' share of ours, readouts / (backbones + readouts): **{share:.1%}** (goal <= 10%)")
-    print(f"* readouts' share of the reference: {ref_ro / (ref_bb + ref_ro):.1%}")
-    print(f"* readouts alone, ours / reference: {ours_ro / ref_ro:.3f}; backbones alone: {ours_bb / ref_bb:.3f}")
+    print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores, medians of {args.repeats} "
+          "interleaved runs")
+    print("load average (1, 5, 15 min) before / after the timed runs: "
+          + " / ".join(", ".join(f"{v:.2f}" for v in load) for load in loads) + "\n")
+    print("| variant | wall median | CPU time median |\n|---|---|---|")
+    for name, (wall, cpu) in medians.items():
+        print(f"| {name} | {wall:.0f} ms | {cpu:.0f} ms |")
+    for column, what in ((0, "wall time"), (1, "CPU time")):
+        value = {name: pair[column] for name, pair in medians.items()}
+        ours_full, ref_full = value["ours, full forward"], value["reference (per-member loop), full forward"]
+        ours_bb, ref_bb = value["ours, backbones only"], value["reference, backbones only"]
+        ours_ro, ref_ro = value["ours, readouts + finalizers + mixture only"], value["reference, member loop only"]
+        share = ours_ro / (ours_bb + ours_ro)
+        print(f"\nFrom {what}:")
+        print(f"* ours / per-member loop, full forward: **{ours_full / ref_full:.3f}** (goal <= 0.6); "
+              f"readouts' share of ours, readouts / (backbones + readouts): **{share:.1%}** (goal <= 10%)")
+        print(f"* readouts' share of the reference: {ref_ro / (ref_bb + ref_ro):.1%}")
+        print(f"* readouts alone, ours / reference: {ours_ro / ref_ro:.3f}; backbones alone: {ours_bb / ref_bb:.3f}")
 
 if __name__ == "__main__":
     main()

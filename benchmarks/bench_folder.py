@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
-from deepgaze_hub.cli.predict import FolderPredictor, PredictOptions, output_stems
+from deepgaze_hub.cli._predict_run import FolderPredictor, PredictOptions, output_stems
 
 
 def write_photos(folder: Path, count: int, width: int, height: int) -> None:

@@ -1,15 +1,15 @@
 """Throughput of DeepGaze models on a GPU (or, saying so, on the CPU): images/s and peak memory.
 
-For each model (DeepGaze II on VGG-19, and one single-readout model per backbone preset the hub
-knows: the backbones of DeepGaze IIE), each precision (float32, bfloat16; float16 on GPUs) and
-each batch size, prints images/s of the full forward pass (backbone, readout, finalizer) on
+For each model (the registry's DeepGaze II on VGG-19, DeepGaze I and the 5-backbone DeepGaze IIE,
+built offline with random weights, and one single-readout model per backbone preset), each
+precision (float32, bfloat16; float16 on GPUs) and each batch size, prints images/s of the full forward pass (backbone, readout, finalizer) on
 random 1024x768 images, and the peak memory of the device (CUDA: ``max_memory_allocated``; CPU:
 the process's peak resident set, which only grows). Backbones have random weights: timing does
 not depend on their values. A configuration that runs out of memory is reported as OOM and the
 next one goes on.
 
     python benchmarks/bench_gpu.py [--device cuda] [--batch-sizes 1,2,4,8,16,32] [--size 1024x768]
-                                   [--models all|vgg19,densenet201,...] [--seconds 3]
+                                   [--models all|deepgaze2-vgg19,deepgaze2e,densenet201,...] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -23,14 +23,26 @@ import time
 import torch
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
+from deepgaze_hub.hub.official import DEEPGAZE1, DEEPGAZE2E, official_config
 from deepgaze_hub.io.images import is_out_of_memory
 from deepgaze_hub.model.config import BACKBONE_PRESETS
 
 
+#: Models of the hub's registry, built offline with random weights (the published DeepGaze I and
+#: IIE architectures as the converter makes them, before their weights are loaded).
+REGISTRY_MODELS = ("deepgaze2-vgg19", DEEPGAZE1, DEEPGAZE2E)
+
+
 def build(name: str, device: torch.device) -> DeepGaze:
-    """DeepGaze II (``vgg19``) or a one-member model on the backbone preset ``name``, random weights."""
-    backbone = BackboneConfig(weights=None) if name == "vgg19" else BackboneConfig.preset(name, weights=None)
-    return DeepGaze(DeepGazeConfig(backbone=backbone)).to(device).eval()
+    """A registry model (`REGISTRY_MODELS`) or a one-member model on the backbone preset ``name``,
+    random weights (timing does not depend on their values)."""
+    if name in (DEEPGAZE1, DEEPGAZE2E):
+        config = official_config(name)  # backbones "stored": randomly initialised, nothing loaded
+    elif name in ("deepgaze2-vgg19", "vgg19"):
+        config = DeepGazeConfig(backbone=BackboneConfig(weights=None))
+    else:
+        config = DeepGazeConfig(backbone=BackboneConfig.preset(name, weights=None))
+    return DeepGaze(config).to(device).eval()
 
 
 def sync(device: torch.device) -> None:
@@ -61,7 +73,7 @@ def images_per_second(model: DeepGaze, batch: int, size: tuple[int, int], second
 
 def measure(model: DeepGaze, precision: str, batch: int, size: tuple[int, int], seconds: float) -> str:
     device = model.device
-    model.backbone.precision = precision
+    model.precision = precision  # every backbone of the model
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -72,7 +84,7 @@ def measure(model: DeepGaze, precision: str, batch: int, size: tuple[int, int], 
             raise
         return f"{'OOM':>9}"
     finally:
-        model.backbone.precision = "float32"
+        model.precision = "float32"
     return f"{rate:9.2f} ({peak_memory_mib(device):7.0f} MiB)"
 
 
@@ -81,13 +93,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", default="1024x768", help="WIDTHxHEIGHT")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32")
-    parser.add_argument("--models", default="all", help="vgg19 and/or backbone presets, comma-separated")
+    parser.add_argument(
+        "--models", default="all", help=f"comma-separated: {', '.join(REGISTRY_MODELS)} and/or backbone presets"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
     args = parser.parse_args()
     device = torch.device(args.device)
     width, height = map(int, args.size.lower().split("x"))
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    names = ["vgg19", *sorted(set(BACKBONE_PRESETS) - {"vgg19"})] if args.models == "all" else args.models.split(",")
+    presets = sorted(set(BACKBONE_PRESETS) - {"vgg19"})
+    names = [*REGISTRY_MODELS, *presets] if args.models == "all" else args.models.split(",")
     precisions = ["float32", "bfloat16"] + (["float16"] if device.type == "cuda" else [])
     if device.type == "cuda":
         where = f"GPU {torch.cuda.get_device_name(device)}"

@@ -14,13 +14,14 @@ on their values):
 
 Timings interleave the variants and report medians, so machine load affects all alike.
 
-    python benchmarks/bench_model.py [--size 1024x768] [--repeats 7] [--threads N] [--device cpu]
+    python benchmarks/bench_model.py [--size 1024x768] [--repeats 7] [--threads N] [--device cpu] [--no-bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import sys
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-bfloat16", action="store_true", help="skip the bfloat16 row (slow on CPUs without bf16 units)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,8 +73,8 @@ def main() -> None:
     reference = copy.deepcopy(single)  # the same weights, run the authors' way: default memory layout
     for extractor in reference.backbones:
         extractor.channels_last = False
-    for extractor in single.backbones:  # ours: channels-last (opt-in, DEEPGAZE_HUB_CHANNELS_LAST=1)
-        extractor.channels_last = True
+    # ours: as built, the default (channels-last unless DEEPGAZE_HUB_CHANNELS_LAST=0)
+    layout = "channels-last" if single.backbone.channels_last else "default layout"
 
     def reduced() -> torch.Tensor:
         single.precision = "bfloat16"
@@ -92,7 +94,10 @@ def main() -> None:
             [member_log_density(ensemble, images, centerbias, k, features) for k in range(args.members)]
         ).logsumexp(0),
     }
+    if args.no_bfloat16:
+        del variants["ours_bf16"]
     times: dict[str, list[float]] = {name: [] for name in variants}
+    load_before = os.getloadavg()
     with torch.no_grad():
         for fn in variants.values():  # warm-up
             fn()
@@ -100,16 +105,21 @@ def main() -> None:
             for name, fn in variants.items():
                 times[name].append(timed(fn, device))
     median = {name: statistics.median(values) for name, values in times.items()}
+    load_after = os.getloadavg()
 
     print(f"deepgaze-hub forward benchmark: {width}x{height}, VGG-19, K={args.members}, device={device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"ours: {layout}; load average (1 min) {load_before[0]:.2f} at start, {load_after[0]:.2f} at end")
     for name, value in median.items():
         print(f"  {name:<20} median {value * 1000:8.1f} ms  (min {min(times[name]) * 1000:.1f} ms, {args.repeats} runs)")
     print(f"ratio {args.members}-member / single-member forward: {median['ensemble'] / median['single']:.3f}  (goal <= 1.05)")
     print(f"ratio backbone-only / full single-member forward:   {median['backbone'] / median['single']:.3f}")
     print(f"ratio reference finalizer / ours (K={args.members}):          {median['finalizer_reference'] / median['finalizer_ours']:.1f}x")
     print(f"ratio ours default (float32) / reference forward:   {median['single'] / median['reference']:.3f}  (goal <= 0.75)")
-    print(f"ratio ours bfloat16 backbone / reference forward:   {median['ours_bf16'] / median['reference']:.3f}")
+    paired = [ours / ref for ours, ref in zip(times["single"], times["reference"])]
+    print(f"  per repeat (ours/reference, run side by side):   {' '.join(f'{r:.3f}' for r in paired)}")
+    if "ours_bf16" in median:
+        print(f"ratio ours bfloat16 backbone / reference forward:   {median['ours_bf16'] / median['reference']:.3f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ alike. Prints requests/s, p50/p99 latency and the mean batch size the service re
 
     python benchmarks/bench_service.py                      # defaults below
     python benchmarks/bench_service.py --concurrency 1,8,32 --requests 300 --size 640x480
+    python benchmarks/bench_service.py --encoding --size 1024x768  # the scanpath protocol's JSON answer
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import torch
 from PIL import Image
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
+from deepgaze_hub.io.scale import Scaling
+from deepgaze_hub.service.protocol import encode_log_density
 from deepgaze_hub.service.settings import ServiceSettings
 
 
@@ -146,6 +149,27 @@ def load(
     tally.images += after["images"] - before["images"]
 
 
+def encoding_cost(width: int, height: int, repeats: int = 3) -> None:
+    """Time and size of ``/conditional_log_density``'s JSON answer for a (height, width) log density:
+    the service's encoder (orjson, shortest exact float32) against Python's json module."""
+    rng = np.random.default_rng(0)
+    log_density = torch.from_numpy((rng.standard_normal((height, width)) - np.log(width * height)).astype(np.float32))
+    scaling = Scaling((height, width), (height, width), 1.0, "as is")
+    encoders = {
+        "service (orjson)": lambda: encode_log_density(log_density, scaling),
+        "json.dumps(tolist())": lambda: json.dumps({"log_density": log_density.numpy().tolist()}).encode(),
+    }
+    for name, encode in encoders.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            data = encode()
+            times.append(time.perf_counter() - start)
+        back = np.array(json.loads(data)["log_density"]).astype(np.float32)
+        exact = np.array_equal(back, log_density.numpy())
+        print(f"{name:22s} {min(times) * 1000:8.1f} ms {len(data) / 1e6:6.2f} MB  float32 round trip exact: {exact}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts (default: 1,4,16)")
@@ -157,9 +181,15 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch, help="batch size with batching on")
     parser.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms, help="window with batching on")
     parser.add_argument("--output", default="npy", choices=("npy", "json", "png"), help="what each request asks for")
+    parser.add_argument(
+        "--encoding", action="store_true", help="only time the scanpath protocol's JSON answer for --size, then stop"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.encoding:
+        encoding_cost(width, height)
+        return
     body = test_image(width, height)
     path = f"/v1/predict?output={args.output}"
     configs = {"off": (1, 0.0), "on": (args.max_batch, args.batch_wait_ms)}
@@ -195,11 +225,15 @@ def main() -> None:
             for service in services.values():
                 service.stop()
 
+    print_table(tallies, levels, list(configs))
+
+
+def print_table(tallies: dict, levels: list[int], labels: list[str]) -> None:
     columns = ("clients", "batching", "req/s", "p50 ms", "p99 ms", "batch", "ok", "err")
     widths = (7, 8, 7, 7, 7, 5, 4, 3)
     print("\n" + " | ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
     for level in levels:
-        rows = {label: tallies[(label, level)].row() for label in configs}
+        rows = {label: tallies[(label, level)].row() for label in labels}
         for label, r in rows.items():
             print(
                 f"{level:>7} | {label:>8} | {r['rps']:7.1f} | {r['p50']:7.1f} | {r['p99']:7.1f} | "

@@ -22,8 +22,11 @@ from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
 from deepgaze_hub.errors import ConfigError, WeightsError
 from deepgaze_hub.hub import official
 from deepgaze_hub.model.config import PathwayConfig
+from deepgaze_hub.model.finalizer import Finalizer, blurred_resize_matrix
 from deepgaze_hub.model.readout import EnsembleReadout
+from deepgaze_hub.model.resize import resize_matrix
 from deepgaze_hub.model.template import CenterBiasTemplate, zoom_indices
+from deepgaze_hub.training.recipe import recipe_from_dict
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -311,3 +314,148 @@ def test_tap_channel_table_matches_the_networks():
                 network = backbone.build()
             outputs = ref.tapped_outputs(network, list(backbone.taps), torch.zeros(1, 3, 224, 224, device="meta"), False)
             assert tuple(out.shape[1] for out in outputs) == channels
+
+
+# --- the finalizer's streamed mixture and its matrices ---------------------------------------------
+
+
+def _finalizer(members: int, mode: str) -> Finalizer:
+    finalizer = Finalizer(
+        members, initial_sigma=3.0, truncate=3.0, initial_centerbias_weight=1.0, saliency_map_factor=2, resize_mode=mode
+    )
+    with torch.no_grad():
+        finalizer.sigma.copy_(torch.linspace(0.5, 9.0, members))
+        finalizer.centerbias_weight.copy_(torch.linspace(-0.5, 1.5, members))
+    return finalizer
+
+
+def _exact_mixture(finalizer: Finalizer, readout, centerbias, members) -> torch.Tensor:
+    """The mixture formed in log space from the stack of every member's normalised log density."""
+    z, rows, cols = finalizer.grid_log_density(readout, centerbias, members)
+    return (z.logsumexp(dim=1) - np.log(members.numel()))[..., rows, :][..., cols]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "antialias"])
+@pytest.mark.parametrize("size", [(48, 64), (47, 61)])
+def test_streamed_mixture_equals_the_log_space_mixture(mode, size):
+    generator = torch.Generator().manual_seed(0)
+    finalizer = _finalizer(19, mode)  # more members than one chunk, not a multiple of it
+    readout = 3 * torch.randn(2, 19, 5, 7, generator=generator)
+    centerbias = torch.randn(2, *size, generator=generator).log_softmax(-1)
+    members = torch.arange(19).flip(0)
+    out = finalizer(readout, centerbias, members, mixture=True)
+    assert out.shape == (2, *size)
+    torch.testing.assert_close(out, _exact_mixture(finalizer, readout, centerbias, members), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.exp().sum((1, 2)), torch.ones(2), atol=1e-5, rtol=0)
+
+
+def test_streamed_mixture_keeps_the_far_tail_finite():
+    """Pixels hundreds of nats below every member's peak (exp underflows in float32) get the log-space value."""
+    finalizer = _finalizer(10, "nearest")
+    height, width = 40, 50
+    steep = -torch.linspace(0, 600, width).expand(1, height, width)  # 600 nats across the image
+    readout = torch.randn(1, 10, 3, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        finalizer.centerbias_weight.fill_(1.0)
+    members = torch.arange(10)
+    with torch.no_grad():
+        out = finalizer(readout, steep, members, mixture=True)
+        exact = _exact_mixture(finalizer, readout, steep, members)
+    assert torch.isfinite(out).all() and float(out[0, 0, -1]) < -500
+    torch.testing.assert_close(out, exact, atol=1e-4, rtol=1e-6)
+
+
+def test_streamed_mixture_gradients_equal_the_log_space_ones():
+    finalizer = _finalizer(11, "nearest")
+    generator = torch.Generator().manual_seed(2)
+    readout = torch.randn(2, 11, 4, 5, generator=generator, requires_grad=True)
+    centerbias = torch.randn(2, 33, 41, generator=generator)
+    weights = torch.rand(2, 33, 41, generator=generator)
+    members = torch.arange(11)
+    grads = []
+    for mix in (lambda: finalizer(readout, centerbias, members, mixture=True), lambda: _exact_mixture(finalizer, readout, centerbias, members)):
+        finalizer.zero_grad()
+        readout.grad = None
+        (mix() * weights).sum().backward()
+        grads.append([readout.grad.clone(), finalizer.sigma.grad.clone(), finalizer.centerbias_weight.grad.clone()])
+    for ours, exact in zip(*grads):
+        torch.testing.assert_close(ours, exact, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "antialias"])
+@pytest.mark.parametrize(("n_in", "n_out"), [(24, 384), (5, 3), (7, 30)])
+def test_blurred_resize_matrix_is_resize_then_replicate_padded_blur(mode, n_in, n_out):
+    sigma = torch.tensor([0.7, 2.5, 9.0])
+    matrix = blurred_resize_matrix(n_in, n_out, sigma, 3.0, mode)
+    assert matrix.shape == (3, n_out, n_in)
+    resized = resize_matrix(n_in, n_out, mode)  # (n_out, n_in)
+    for k, s in enumerate(sigma.tolist()):
+        radius = int(np.ceil(3.0 * s))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / s) ** 2)
+        taps = taps / taps.sum()
+        padded = torch.cat([resized[:1].expand(radius, -1), resized, resized[-1:].expand(radius, -1)])
+        expected = torch.stack([taps @ padded[i : i + 2 * radius + 1] for i in range(n_out)])
+        torch.testing.assert_close(matrix[k], expected, atol=1e-6, rtol=0)
+
+
+def test_expand_picks_the_grid_pixels_of_the_index_maps():
+    finalizer = _finalizer(2, "nearest")
+    centerbias = torch.zeros(1, 37, 53)
+    grid = finalizer.grid(centerbias)
+    z = torch.randn(1, 2, *grid.bias.shape[-2:])
+    torch.testing.assert_close(finalizer.expand(z, (37, 53)), z[..., grid.rows, :][..., grid.cols], atol=0, rtol=0)
+    torch.testing.assert_close(finalizer.expand(z[:, 0], (37, 53)), z[:, 0][..., grid.rows, :][..., grid.cols], atol=0, rtol=0)
+
+
+# --- choosing members of a model with several backbones --------------------------------------------
+
+
+def three_backbone_model() -> DeepGaze:
+    """Backbones with 2, 3 and 2 members (global members 0-1, 2-4, 5-6)."""
+    def pathway(members: int, seed_layers: list[str]) -> PathwayConfig:
+        backbone = BackboneConfig(name="custom", weights=None, layers=seed_layers)
+        return PathwayConfig(backbone=backbone, num_members=members, readout_factor=2, readout_channels=[4, 1])
+
+    first = BackboneConfig(name="custom", weights=None, layers=list(TINY_LAYERS))
+    config = DeepGazeConfig(
+        backbone=first, num_members=2, readout_factor=4, pathways=[pathway(3, ["relu2"]), pathway(2, ["relu2", "conv3"])]
+    )
+    torch.manual_seed(0)
+    return DeepGaze(config, backbone=[tiny_network(0), tiny_network(1), tiny_network(2)]).eval()
+
+
+def test_select_members_regroups_by_backbone_and_drops_unused_backbones():
+    model = three_backbone_model()
+    calls = [0, 0, 0]
+    for i, extractor in enumerate(model.backbones):
+        extractor.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = random_images(2, 40, 52)
+    every = model.member_log_densities(x)
+    calls[:] = [0, 0, 0]
+    subset = model.select_members([6, 1, 5, 0])  # backbone 0: members 1, 0; backbone 1: none; backbone 2: 6, 5
+    assert [p.num_members for p in subset.config.all_pathways()] == [1 + 1, 2]
+    assert [p.backbone.layers for p in subset.config.all_pathways()] == [list(TINY_LAYERS), ["relu2", "conv3"]]
+    assert subset.backbones[0] is model.backbones[0] and subset.backbones[1] is model.backbones[2]
+    torch.testing.assert_close(subset.member_log_densities(x), every[:, [1, 0, 6, 5]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(subset(x), every[:, [0, 1, 5, 6]].logsumexp(1) - np.log(4), atol=1e-5, rtol=0)
+    assert calls == [2, 0, 2]  # the backbone without a chosen member never ran
+    only_middle = model.select_members([3])
+    assert only_middle.config.pathways == [] and only_middle.backbone is model.backbones[1]
+    torch.testing.assert_close(only_middle(x), every[:, 3], atol=1e-5, rtol=0)
+    calls[:] = [0, 0, 0]
+    model(x, members=[4, 2])
+    assert calls == [0, 1, 0]
+
+
+def test_training_says_what_is_supported_for_several_backbones():
+    model = three_backbone_model()
+    features = model.extract_features(random_images(1, 40, 52))
+    with pytest.raises(ConfigError, match="one backbone; this model has 3.*select_members"):
+        model.log_density_at(features[0], (40, 52), torch.tensor([0]), torch.tensor([3.0]), torch.tensor([4.0]))
+    second_only = model.select_members([2, 4])
+    z, _, _ = second_only.grid_log_densities(features[1], (40, 52))
+    assert z.shape[1] == 2
+    raw = {"name": "r", "data": {"d": "d.h5"}, "stages": [{"name": "s", "train": "d", "val": "d"}],
+           "model": {"backbone": {"weights": None}, "pathways": [{"num_members": 2}]}}
+    with pytest.raises(ConfigError, match="recipe r: model: pathways: training supports models with one backbone"):
+        recipe_from_dict(raw)

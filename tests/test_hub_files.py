@@ -50,12 +50,54 @@ def test_save_writes_config_weights_and_a_card_with_metadata(model, tmp_path):
     readme = (tmp_path / "README.md").read_text()
     metadata = front_matter(readme)
     assert metadata["library_name"] == "deepgaze-hub" and metadata["license"] == "apache-2.0"
-    assert metadata["datasets"] == ["SALICON", "MIT1003"]
+    assert "datasets" not in metadata  # names are not Hub dataset ids: none are made up
     assert {"saliency", "eye-tracking", "squeezenet1_1"} <= set(metadata["tags"])
     assert "| MIT1003 | held-out folds | IG | 0.912 bits/fixation |" in readme
     assert 'torch.hub.load("deepgaze-hub/deepgaze-hub", "tiny_test")' in readme
     assert 'DeepGaze.from_pretrained("lab/tiny", revision=' in readme
     assert "- MIT1003: research use." in readme and "Apache-2.0" in readme
+
+
+CENTRE_BIAS = {"convention": "pysaliency", "bandwidth": 0.0217, "eps": 1e-13}
+
+
+def test_evaluation_results_parse_back_with_huggingface_hub(model, tmp_path):
+    """The card's model-index is what huggingface_hub reads: ModelCard.load and metadata_load."""
+    from huggingface_hub import EvalResult, ModelCard, metadata_load
+
+    info = ModelCardInfo(
+        title="Fine-tuned test model",
+        datasets=["MIT1003", "CAT2000"],
+        dataset_ids=["lab/cat2000"],
+        base_model=["lab/base-deepgaze"],
+        evaluation=[
+            CardMetric("MIT1003", "IG vs centre bias", 0.81, "held-out folds", "bits/fixation", centre_bias=CENTRE_BIAS),
+            CardMetric("CAT2000", "AUC", 0.87, "test", dataset_id="lab/cat2000"),
+        ],
+    )
+    model.save_pretrained(tmp_path, model_card_kwargs=vars(info))
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.base_model == "lab/base-deepgaze" and card.data.datasets == ["lab/cat2000"]
+    assert card.data.model_name == "Fine-tuned test model"
+    first, second = card.data.eval_results
+    assert isinstance(first, EvalResult)
+    assert (first.task_type, first.task_name) == ("saliency-prediction", "Saliency prediction")
+    assert (first.dataset_name, first.dataset_type, first.dataset_split) == ("MIT1003", "MIT1003", "held-out folds")
+    assert (first.metric_type, first.metric_name, first.metric_value) == ("ig-vs-centre-bias", "IG vs centre bias", 0.81)
+    assert first.metric_args == {"unit": "bits/fixation", "centre_bias": CENTRE_BIAS}
+    assert (second.dataset_type, second.metric_type, second.metric_value, second.metric_args) == ("lab/cat2000", "auc", 0.87, None)
+    metadata = metadata_load(tmp_path / "README.md")
+    (entry,) = metadata["model-index"]
+    assert [result["metrics"][0]["value"] for result in entry["results"]] == [0.81, 0.87]
+    assert "centre bias: convention pysaliency, bandwidth 0.0217, eps 1e-13" in card.text
+
+
+def test_backbone_weights_from_the_hub_are_the_base_model():
+    config = DeepGazeConfig(backbone={"weights": "hf-hub:timm/vgg19.tv_in1k@" + "0" * 40}, num_members=1)
+    card = str(build_model_card(config, ModelCardInfo(base_model=["lab/other"])))
+    assert front_matter(card)["base_model"] == ["lab/other", "timm/vgg19.tv_in1k"]
+    plain = front_matter(str(build_model_card(DeepGazeConfig(), ModelCardInfo())))
+    assert "base_model" not in plain and "model-index" not in plain
 
 
 def test_card_is_regenerated_on_every_save(model, tmp_path):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from deepgaze_hub import BackboneConfig, ConfigError, DeepGaze, DeepGazeConfig, WeightsError
+from deepgaze_hub.io.atomic import atomic_save_npy, current_umask
 
 from conftest import random_images
 
@@ -111,19 +115,20 @@ def test_not_a_directory(tmp_path):
         DeepGaze.from_pretrained(str(tmp_path / "nowhere"))
 
 
-def test_saved_files_are_readable_by_the_group_as_the_umask_allows(tmp_path):
-    import os
-    import stat
-
-    from deepgaze_hub.io.atomic import atomic_write_text
-
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+def test_every_saved_file_follows_the_umask(trained_looking, tmp_path, umask):
+    """safetensors creates its file 0600; a model directory must be as readable as the umask allows."""
+    model, _ = trained_looking
+    old = os.umask(umask)
     try:
-        atomic_write_text(tmp_path / "x.json", "{}")
+        assert current_umask() == umask
+        model.save_pretrained(tmp_path / "model")
+        atomic_save_npy(tmp_path / "x.npy", np.zeros(3))
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
-    assert not list(tmp_path.glob("*.partial"))
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [*(tmp_path / "model").iterdir(), tmp_path / "x.npy"]}
+    assert modes == {name: 0o666 & ~umask for name in ("README.md", "config.json", "model.safetensors", "x.npy")}
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 @pytest.mark.parametrize(

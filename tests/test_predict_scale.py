@@ -84,9 +84,20 @@ def test_configs_without_a_training_scale_load_as_deepgaze2():
         DeepGazeConfig.from_dict(data, "old.json")
 
 
+def test_channels_last_is_the_default_and_can_be_switched_off(monkeypatch):
+    conv = next(m for m in make_tiny_model().backbone.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[-1] > 1
+    monkeypatch.setenv("DEEPGAZE_HUB_CHANNELS_LAST", "0")
+    model = make_tiny_model()
+    assert not model.backbone.channels_last
+    conv = next(m for m in model.backbone.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_channels_last_and_reduced_precision():
     model = make_tiny_model()
     images = random_images(2, 64, 96, seed=4)
+    assert model.backbone.channels_last
     with torch.no_grad():
         fast = model(images)
         model.backbone.channels_last = False
@@ -140,7 +151,7 @@ def test_predict_cli_scales_batches_and_keeps_the_input_size(tmp_path, capsys):
 def test_predict_cli_batches_same_size_images_and_decodes_in_other_threads(tmp_path, monkeypatch):
     import threading
 
-    from deepgaze_hub.cli import predict as predict_cli
+    from deepgaze_hub.cli import _predict_run as predict_cli
 
     model_dir = tmp_path / "model"
     saved_model(model_dir)

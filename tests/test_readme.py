@@ -35,6 +35,7 @@ ALLOWED_SKIPS = {
     "needs a Hugging Face account and network; tests/test_hub_roundtrip.py pushes and loads through a local Hub server",
     "needs network access to the Hugging Face Hub; tests/test_hub_registry.py loads both kinds through a local Hub",
     "starts a long-running server; tests/test_service_hardening.py covers token authentication",
+    "starts a long-running server; tests/test_service_protocol.py speaks the protocol as pysaliency's client does",
     "downloads the authors' release files; tests/test_family_hub.py runs the same path against a local HTTP server",
 }
 

@@ -17,7 +17,7 @@ from deepgaze_hub.cli import serve as serve_cli
 from deepgaze_hub.errors import ConfigError, ImageError
 from deepgaze_hub.hub import load as load_model
 from deepgaze_hub.service import BackgroundServer, ServiceSettings, create_app
-from deepgaze_hub.service import routes
+from deepgaze_hub.service import handling
 from test_service_api import call, encode, post_image, random_image, save_test_model
 
 SLOW_CLIENT = "127.0.0.2"  # another loopback address: the server sees another client
@@ -216,7 +216,7 @@ def test_library_errors_are_4xx_and_only_faults_are_5xx(model, png, monkeypatch,
     def failing_decode(data, settings, scale):
         raise raised
 
-    monkeypatch.setattr(routes, "prepare_upload", failing_decode)
+    monkeypatch.setattr(handling, "prepare_upload", failing_decode)
     with BackgroundServer(create_app(model, ServiceSettings(), name="tiny")) as url:
         reply = post_image(url, png)
         assert reply.status == status and reply.error_code() == code

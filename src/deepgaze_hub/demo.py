@@ -34,6 +34,7 @@ from .evaluation.evaluate import evaluate_model
 from .evaluation.report import write_report
 from .hub import load
 from .io.atomic import atomic_path, atomic_save_npy, atomic_write_text
+from .io.progress import progress_wanted
 from .model.deepgaze import DeepGaze
 from .training.recipe import load_recipe
 from .training.runner import RecipeRun
@@ -69,8 +70,14 @@ def run_demo(
     epochs: int | None = None,
     shown_images: int = 4,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
 ) -> DemoResult:
-    """Run the demo into ``out`` (see module doc); returns what it wrote."""
+    """Run the demo into ``out`` (see module doc); returns what it wrote.
+
+    ``progress``: progress bars on stderr (Lightning's, the evaluation's); None: only when stderr
+    is a terminal.
+    """
+    progress = progress_wanted() if progress is None else progress
     started = time.perf_counter()
     out = Path(out)
     steps = 5
@@ -82,14 +89,16 @@ def run_demo(
     imagenet = _report_backbone(log)
 
     log(f"[2/{steps}] training a {folds}-fold ensemble (centre bias, feature cache, Lightning)")
-    model_dir = _train(out / "run", folds, epochs, imagenet, log)
+    model_dir = _train(out / "run", folds, epochs, imagenet, log, progress)
 
     log(f"[3/{steps}] reloading the saved ensemble ({model_dir}) via from_pretrained and load")
     model = DeepGaze.from_pretrained(model_dir).eval()
     reload_difference, hub_difference = _check_reloads(model, model_dir, dataset, log)
 
     log(f"[4/{steps}] cross-validated evaluation against the centre bias, gold standard and truth")
-    report = evaluate_model(model, dataset, crossval=True, gold_standard=True, model_name="DeepGaze (held-out members)")
+    report = evaluate_model(
+        model, dataset, crossval=True, gold_standard=True, model_name="DeepGaze (held-out members)", progress=progress
+    )
     report_paths = write_report(report, out / "evaluation")
 
     log(f"[5/{steps}] predictions and figures for {shown_images} held-out images")
@@ -129,13 +138,13 @@ def _report_backbone(log: Callable[[str], None]) -> bool:
     return imagenet
 
 
-def _train(run_dir: Path, folds: int, epochs: int | None, imagenet: bool, log: Callable[[str], None]) -> Path:
+def _train(run_dir: Path, folds: int, epochs: int | None, imagenet: bool, log: Callable[[str], None], progress: bool) -> Path:
     """Train the `RECIPE` ensemble (resumable) in ``run_dir``; returns the saved model's directory."""
     overrides = [f"stages.0.folds={folds}", f"model.backbone.weights={'IMAGENET1K_V1' if imagenet else 'null'}"]
     if epochs is not None:
         overrides.append(f"stages.0.epochs={epochs}")
     recipe = load_recipe(RECIPE, overrides)
-    return RecipeRun(recipe, run_dir, log=lambda message: log("      " + message)).run()
+    return RecipeRun(recipe, run_dir, log=lambda message: log("      " + message), progress=progress).run()
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ Units: sigma and radius in pixels; maps (..., H, W).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from ..errors import EvaluationError
@@ -31,6 +33,14 @@ def gaussian_matrix(
         raise EvaluationError(f"blur border mode must be one of {BORDER_MODES}, got {mode!r}")
     if sigma < 0:
         raise EvaluationError(f"blur sigma must be >= 0 pixels, got {sigma}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return _matrix(int(size), float(sigma), mode, float(truncate), dtype, str(device)).clone()
+
+
+@lru_cache(maxsize=8)
+def _matrix(size: int, sigma: float, mode: str, truncate: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """`gaussian_matrix`, kept: evaluations blur many maps of a few sizes (never modify the result)."""
+    device = torch.device(device)
     radius = int(truncate * sigma + 0.5)
     offsets = torch.arange(-radius, radius + 1, device=device)
     weights = torch.exp(-0.5 * offsets.to(torch.float64) ** 2 / max(sigma, 1e-300) ** 2) if radius else torch.ones(1, dtype=torch.float64, device=device)
@@ -50,13 +60,26 @@ def gaussian_matrix(
     return matrix
 
 
+def impulse_responses(
+    size: int, sigma: float, mode: str, sources: torch.Tensor, *, truncate: float = 4.0, dtype=torch.float64
+) -> torch.Tensor:
+    """Columns ``sources`` of `gaussian_matrix`: the blur of a unit impulse at each source index.
+
+    ``sources``: integer tensor of any shape ``S`` (indices in [0, size)); returns ``(size, *S)`` on
+    its device. A sum of blurred impulses is the blur of their count map (the blur is linear).
+    """
+    gaussian_matrix(1, sigma, mode)  # checks the arguments
+    matrix = _matrix(int(size), float(sigma), mode, float(truncate), dtype, str(sources.device))
+    return matrix[:, sources]
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "reflect", *, truncate: float = 4.0) -> torch.Tensor:
     """Blur (..., H, W) maps by a Gaussian of std ``sigma`` pixels, like ``gaussian_filter`` per map."""
     height, width = maps.shape[-2:]
-    rows = gaussian_matrix(height, sigma, mode, truncate=truncate, dtype=maps.dtype, device=maps.device)
-    cols = gaussian_matrix(width, sigma, mode, truncate=truncate, dtype=maps.dtype, device=maps.device)
     block = max(MIN_BLOCK, int(truncate * sigma + 0.5))
-    return banded_product(banded_product(maps, cols, block, along_rows=False), rows, block, along_rows=True)
+    rows = _blocks(height, float(sigma), mode, float(truncate), block, maps.dtype, str(maps.device))
+    cols = _blocks(width, float(sigma), mode, float(truncate), block, maps.dtype, str(maps.device))
+    return _apply_blocks(_apply_blocks(maps, cols, along_rows=False), rows, along_rows=True)
 
 
 #: Smallest block of outputs computed by one matrix product in `banded_product`.
@@ -66,21 +89,44 @@ MIN_BLOCK = 64
 def banded_product(maps: torch.Tensor, matrix: torch.Tensor, block: int, *, along_rows: bool) -> torch.Tensor:
     """``matrix @ maps`` (``along_rows``) or ``maps @ matrix.T``, a block of ``block`` outputs at a
     time from only the inputs the block's rows of ``matrix`` reach (its nonzero column span)."""
+    return _apply_blocks(maps, band_blocks(matrix, block), along_rows=along_rows)
+
+
+#: One block of a banded matrix: ``(start, stop, low, high, matrix[start:stop, low:high])``.
+Block = tuple[int, int, int, int, torch.Tensor]
+
+
+def band_blocks(matrix: torch.Tensor, block: int) -> list[Block]:
+    """The (L, L) ``matrix`` cut into blocks of ``block`` output rows, each with the input span it reaches."""
     size = matrix.shape[0]
     nonzero = matrix != 0
     positions = torch.arange(size, device=matrix.device)
     first = torch.where(nonzero, positions, size).amin(1)
     last = torch.where(nonzero, positions, -1).amax(1)
-    out = torch.empty_like(maps)
+    blocks = []
     for start in range(0, size, block):
         stop = min(start + block, size)
         low, high = int(first[start:stop].min()), int(last[start:stop].max()) + 1
-        if high <= low:  # rows of zeros (a sigma of zero cannot give them, but be safe)
+        high = max(high, low)  # rows of zeros (a sigma of zero cannot give them, but be safe)
+        blocks.append((start, stop, low, high, matrix[start:stop, low:high].contiguous()))
+    return blocks
+
+
+@lru_cache(maxsize=16)
+def _blocks(size: int, sigma: float, mode: str, truncate: float, block: int, dtype: torch.dtype, device: str) -> list[Block]:
+    """`band_blocks` of `gaussian_matrix`, kept: evaluations blur many maps of a few sizes."""
+    gaussian_matrix(size, sigma, mode)  # checks the arguments
+    return band_blocks(_matrix(size, sigma, mode, truncate, dtype, device), block)
+
+
+def _apply_blocks(maps: torch.Tensor, blocks: list[Block], *, along_rows: bool) -> torch.Tensor:
+    out = torch.empty_like(maps)
+    flat = maps.reshape(-1, maps.shape[-1])  # (N * H, W): one product per block along the columns
+    for start, stop, low, high, part in blocks:
+        if high == low:
             (out[..., start:stop, :] if along_rows else out[..., start:stop]).zero_()
-            continue
-        part = matrix[start:stop, low:high]
-        if along_rows:
+        elif along_rows:
             out[..., start:stop, :] = part @ maps[..., low:high, :]
         else:
-            out[..., start:stop] = maps[..., low:high] @ part.T
+            out[..., start:stop] = (flat[:, low:high] @ part.T).view(*maps.shape[:-1], stop - start)
     return out

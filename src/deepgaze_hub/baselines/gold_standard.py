@@ -21,7 +21,7 @@ a fixation's pixel is exp of its log-likelihood.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ class GoldStandardModel:
     centerbias_weight: float
     centerbias: CenterBiasModel
     cv_log_likelihood: float | None = None
+    #: float64 centre-bias density per image size, made once: `log_density` runs once per observer and image
+    _centerbias_densities: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def log_likelihoods(self, data, images=None, *, device: torch.device | str = "cpu") -> np.ndarray:
         """float64 (F,) log-probability (nats) of each fixation's pixel, predicted from the other observers.
@@ -86,7 +88,10 @@ class GoldStandardModel:
         fixations, sizes = selected_fixations(data)
         height, width = (int(v) for v in sizes[index])
         fixations = fixations[(fixations.image == index) & (fixations.observer != (-1 if observer is None else observer))]
-        centerbias = self.centerbias.log_density((height, width)).double().exp()
+        centerbias = self._centerbias_densities.get((height, width))
+        if centerbias is None:
+            centerbias = self.centerbias.log_density((height, width)).double().exp()
+            self._centerbias_densities[(height, width)] = centerbias
         if not len(fixations):
             density = centerbias
         else:

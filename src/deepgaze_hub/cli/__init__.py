@@ -3,6 +3,11 @@
 A subcommand module defines ``register(subparsers)``, which adds its parser and sets
 ``func=run`` with ``run(args) -> int`` (the exit status). Modules are found automatically;
 modules whose name starts with ``_`` (``_common``: shared options) are helpers, not commands.
+
+Conventions (tests/test_cli_conventions.py checks them): a command module imports torch, the
+model and the other heavy parts only inside ``run``, so that ``--help`` answers at once; every
+option has a help text; every parser has ``-q/--quiet`` (`_common.CommandParser`); results go to
+stdout, messages and progress bars to stderr (bars only when it is a terminal).
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from collections.abc import Sequence
 
 from ..errors import DeepGazeError
 from ..version import __version__
+from ._common import CommandParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="deepgaze-hub",
         description="DeepGaze II saliency prediction: predict, train, evaluate, publish and serve.",
     )
     parser.add_argument("--version", action="version", version=f"deepgaze-hub {__version__}")
+    parser.set_defaults(quiet=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="recipe overrides")
     parser.add_argument("--out", required=True, type=Path, help="cache directory")
     parser.add_argument("--dtype", default=None, choices=["float16", "float32"], help="default: the recipe's")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass of the backbone (default: the recipe's)")
     parser.add_argument("--devices", default=None, help="devices for Lightning (e.g. 2, or auto)")
     parser.set_defaults(func=run)
 

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..hub.official import KINDS
-from ..hub.registry import Registry
-from ..hub.release import SOURCE_FILE, check_output_directory, convert_release, write_model_directory
+from ._common import RELEASE_KINDS as KINDS
+from ._common import SOURCE_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_official(args: argparse.Namespace) -> int:
+    from ..hub.registry import Registry  # torch: only when the command runs
+    from ..hub.release import check_output_directory, convert_release, write_model_directory
+
     check_output_directory(args.out, overwrite=args.overwrite)  # before the long read
     registry = Registry()
     card = registry.get(args.kind).card_info() if registry.canonical(args.kind) else None

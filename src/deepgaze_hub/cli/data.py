@@ -3,36 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import sys
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from ..baselines import fit_centerbias, fit_gold_standard
-from ..data import (
-    EMBEDDED,
-    OUTSIDE_POLICIES,
-    CsvColumns,
-    FixationDataset,
-    embedded_dataset_path,
-    export_csv,
-    export_pysaliency,
-    import_csv,
-    import_mit1003,
-    import_pysaliency,
-    import_salicon,
-    kfold_assignments,
-    kfold_split,
-    open_dataset,
-)
-from ..data.fixations import duplicate_mask
-from ..data.synthetic import make_synthetic_dataset
-from ..errors import DatasetError
-from ..io.atomic import atomic_open, atomic_save_npy
+from ._common import EMBEDDED, OUTSIDE_POLICIES, deferred
 
 DATASET_HELP = f"dataset file (.h5), or {EMBEDDED!r} for the default synthetic dataset"
 
@@ -57,7 +30,7 @@ def _register_info(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("info", help="summarise a dataset file")
     p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run_info)
+    p.set_defaults(func=deferred("_data_run", "run_info"))
 
 
 def _register_import(actions: argparse._SubParsersAction) -> None:
@@ -75,18 +48,18 @@ def _register_import_pysaliency(formats: argparse._SubParsersAction) -> None:
     p.add_argument("--fixations", type=Path, required=True, help="Fixations, FixationTrains or ScanpathFixations .hdf5")
     p.add_argument("--time-unit", default="unknown", help="unit of t and durations in the files (pysaliency does not record it)")
     _output_options(p, outside=True)
-    p.set_defaults(func=run_import)
+    p.set_defaults(func=deferred("_data_run", "run_import"))
 
 
 def _register_import_salicon(formats: argparse._SubParsersAction) -> None:
     p = formats.add_parser("salicon", help="SALICON per-image .mat files (2015 or 2017 edition)")
     p.add_argument("root", type=Path, nargs="?", help="download folder with images/ and fixations/")
-    p.add_argument("--split", default="train", choices=("train", "val"))
+    p.add_argument("--split", default="train", choices=("train", "val"), help="which SALICON split to import (default: train)")
     p.add_argument("--type", dest="fixation_type", default="fixations", choices=("fixations", "mouse"), help="inferred fixations or raw mouse samples (default: fixations)")
     p.add_argument("--images", type=Path, help="image folder (default ROOT/images/SPLIT)")
     p.add_argument("--fixation-dir", type=Path, help="folder of .mat files (default ROOT/fixations/SPLIT)")
     _output_options(p, outside=True)
-    p.set_defaults(func=run_import)
+    p.set_defaults(func=deferred("_data_run", "run_import"))
 
 
 def _register_import_csv(formats: argparse._SubParsersAction) -> None:
@@ -107,7 +80,7 @@ def _register_import_csv(formats: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-outside-images", action="store_true", help="accept image paths that are absolute or lead out of --images")
     p.add_argument("--drop-duplicates", action="store_true", help="remove rows that repeat an earlier row exactly (default: keep and count them)")
     _output_options(p, outside=True)
-    p.set_defaults(func=run_import)
+    p.set_defaults(func=deferred("_data_run", "run_import"))
 
 
 def _register_import_mit1003(formats: argparse._SubParsersAction) -> None:
@@ -116,7 +89,7 @@ def _register_import_mit1003(formats: argparse._SubParsersAction) -> None:
     p.add_argument("--extracted", type=Path, help="folder of <image>_<observer>.mat files (default ROOT/extracted)")
     p.add_argument("--include-initial-fixation", action="store_true", help="keep the first (forced central) fixation")
     _output_options(p, outside=False)
-    p.set_defaults(func=run_import)
+    p.set_defaults(func=deferred("_data_run", "run_import"))
 
 
 def _register_export(actions: argparse._SubParsersAction) -> None:
@@ -126,38 +99,38 @@ def _register_export(actions: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--stimuli", type=Path, required=True, help="stimuli .hdf5 to write (images go beside it)")
     p.add_argument("--fixations", type=Path, required=True, help="fixations .hdf5 to write")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=deferred("_data_run", "run_export"))
     p = targets.add_parser("csv", help="images/ folder + fixations.csv")
     p.add_argument("dataset", help=DATASET_HELP)
     p.add_argument("--out", type=Path, required=True, help="folder to write")
-    p.set_defaults(func=run_export)
+    p.set_defaults(func=deferred("_data_run", "run_export"))
 
 
 def _register_synthetic(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("synthetic", help="generate a synthetic dataset with known true densities")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="dataset file to write (.h5)")
     p.add_argument("--images", type=int, default=40, help="number of images (default 40)")
     p.add_argument("--size", type=_pair("x"), default=(192, 256), help="image size HxW in pixels (default 192x256)")
     p.add_argument("--observers", type=int, default=8, help="observers per image (default 8)")
     p.add_argument("--fixations", type=_pair("-"), default=(6, 12), help="fixations per observer and image, LOW-HIGH (default 6-12)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=run_synthetic)
+    p.add_argument("--seed", type=int, default=0, help="random seed of images and fixations (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=deferred("_data_run", "run_synthetic"))
 
 
 def _register_default(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("default", help="print the path of the default synthetic dataset (generated on first use)")
     p.add_argument("--cache-dir", type=Path, help="cache folder (default $DEEPGAZE_HUB_CACHE or ~/.cache/deepgaze-hub)")
-    p.set_defaults(func=run_default)
+    p.set_defaults(func=deferred("_data_run", "run_default"))
 
 
 def _register_folds(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("folds", help="image-wise k-fold assignment (stable under re-import)")
     p.add_argument("dataset", help=DATASET_HELP)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=10, help="number of folds (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image-to-fold assignment (default 0)")
     p.add_argument("--out", type=Path, help="write image,id,fold rows to this CSV (default: print counts only)")
-    p.set_defaults(func=run_folds)
+    p.set_defaults(func=deferred("_data_run", "run_folds"))
 
 
 def _register_baselines(actions: argparse._SubParsersAction) -> None:
@@ -177,8 +150,8 @@ def _register_baselines(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=int, help="fit on the training images of this fold only")
     p.add_argument("--k", type=int, default=10, help="number of folds for --fold")
     p.add_argument("--gold", action="store_true", help="also fit the gold standard")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=run_baselines)
+    p.add_argument("--device", default="cpu", help="torch device of the centre-bias and gold-standard fits (default: cpu)")
+    p.set_defaults(func=deferred("_data_run", "run_baselines"))
 
 
 def _output_options(parser: argparse.ArgumentParser, *, outside: bool) -> None:
@@ -192,142 +165,6 @@ def _output_options(parser: argparse.ArgumentParser, *, outside: bool) -> None:
         )
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise DatasetError(f"{path} is a folder; --out takes the dataset file to write, e.g. {path / 'dataset.h5'}")
-    if path.exists() and not overwrite:
-        raise DatasetError(f"{path} exists; pass --overwrite to replace it")
-
-
-def run_import(args: argparse.Namespace) -> int:
-    _refuse_existing(args.out, args.overwrite)
-    common = {"name": args.name, "progress": True}
-    if args.format == "pysaliency":
-        dataset = import_pysaliency(args.stimuli, args.fixations, args.out, outside=args.outside, time_unit=args.time_unit, **common)
-    elif args.format == "salicon":
-        dataset = import_salicon(
-            args.root, args.out, split=args.split, fixation_type=args.fixation_type, images=args.images,
-            fixations=args.fixation_dir, outside=args.outside, **common,
-        )
-    elif args.format == "csv":
-        dataset = import_csv(
-            args.table, args.images, args.out, columns=CsvColumns.from_pairs(args.column), one_based=args.one_based,
-            outside=args.outside, time_unit=args.time_unit, allow_outside_images=args.allow_outside_images,
-            drop_duplicates=args.drop_duplicates, **common,
-        )
-    else:
-        dataset = import_mit1003(args.root, args.out, include_initial_fixation=args.include_initial_fixation, extracted=args.extracted, **common)
-    meta = dataset.metadata
-    print(
-        f"wrote {dataset.path}: {len(dataset)} images, {len(dataset.fixations)} fixations, {dataset.num_observers} observers; "
-        f"{meta.get('outside_count', 0)} outside their image ({meta.get('outside_policy')})",
-        file=sys.stderr,
-    )
-    if meta.get("duplicate_count"):
-        print(f"{meta['duplicate_count']} rows repeat an earlier row exactly ({meta.get('duplicates', 'kept')})", file=sys.stderr)
-    if meta.get("ignored"):
-        print(f"not imported (no place in the format): {', '.join(meta['ignored'])}", file=sys.stderr)
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    dataset = open_dataset(args.dataset)
-    if args.format == "pysaliency":
-        kind = export_pysaliency(dataset, args.stimuli, args.fixations)
-        print(f"wrote {args.stimuli} (FileStimuli) and {args.fixations} ({kind})", file=sys.stderr)
-    else:
-        path = export_csv(dataset, args.out)
-        print(f"wrote {path} and {len(dataset)} images under {args.out / 'images'}", file=sys.stderr)
-    return 0
-
-
-def run_synthetic(args: argparse.Namespace) -> int:
-    _refuse_existing(args.out, args.overwrite)
-    dataset = make_synthetic_dataset(
-        args.out, args.images, size=args.size, num_observers=args.observers,
-        fixations_per_observer=args.fixations, seed=args.seed, progress=True,
-    )
-    print(f"wrote {dataset.path}: {len(dataset)} images, {len(dataset.fixations)} fixations", file=sys.stderr)
-    return 0
-
-
-def run_default(args: argparse.Namespace) -> int:
-    print(embedded_dataset_path(args.cache_dir))
-    return 0
-
-
-def run_info(args: argparse.Namespace) -> int:
-    summary = summarise(open_dataset(args.dataset))
-    if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        for key, value in summary.items():
-            print(f"{key:>22}: {value if not isinstance(value, dict) else json.dumps(value, sort_keys=True)}")
-    return 0
-
-
-def summarise(dataset: FixationDataset) -> dict:
-    """A JSON-serialisable summary of a dataset (what ``data info`` prints)."""
-    fix = dataset.fixations
-    counts = dataset.fixation_counts
-    sizes = Counter(f"{h}x{w}" for h, w in dataset.image_sizes.tolist())
-    per_observer = np.unique(np.stack([fix.image, fix.observer]), axis=1).shape[1] if len(fix) else 0
-    return {
-        "path": str(dataset.path),
-        "name": dataset.metadata.get("name", ""),
-        "images": len(dataset),
-        "distinct image ids": len(set(dataset.image_ids)),
-        "image sizes (HxW)": dict(sizes.most_common(5)) | ({"...": len(sizes) - 5} if len(sizes) > 5 else {}),
-        "fixations": len(fix),
-        "fixations per image": f"min {counts.min()}, mean {counts.mean():.1f}, max {counts.max()}" if len(counts) else "-",
-        "observers": dataset.num_observers if len(fix) else 0,
-        "observers per image": round(per_observer / max(len(dataset), 1), 2),
-        "duplicate fixations": int(duplicate_mask(fix).sum()),
-        "scanpaths": len(np.unique(fix.scanpath[fix.scanpath >= 0])),
-        "with time": int((~np.isnan(fix.t)).sum()),
-        "with duration": int((~np.isnan(fix.duration)).sum()),
-        "extra fields": sorted(fix.extra),
-        "true densities": dataset.has_truth,
-        "metadata": dataset.metadata,
-    }
-
-
-def run_folds(args: argparse.Namespace) -> int:
-    dataset = open_dataset(args.dataset)
-    folds = kfold_assignments(dataset, k=args.k, seed=args.seed)
-    fixation_folds = folds[dataset.fixations.image]
-    for fold in range(args.k):
-        print(f"fold {fold}: {(folds == fold).sum()} images, {(fixation_folds == fold).sum()} fixations")
-    if args.out:
-        with atomic_open(args.out, "w") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["image", "id", "fold"])
-            writer.writerows(zip(dataset.image_names, dataset.image_ids, folds.tolist()))
-    return 0
-
-
-def run_baselines(args: argparse.Namespace) -> int:
-    dataset = open_dataset(args.dataset)
-    images = None
-    if args.fold is not None:
-        images, _ = kfold_split(dataset, args.fold, k=args.k)
-    bits = 1 / math.log(2)
-    centerbias = fit_centerbias(dataset, images, device=args.device)
-    print(
-        f"centre bias: bandwidth {centerbias.bandwidth:.4g} (log10 {math.log10(centerbias.bandwidth):.3f}), uniform weight "
-        f"{centerbias.uniform_weight:.3g}; {centerbias.cv} log-likelihood {centerbias.cv_log_likelihood * bits:.4f} bits/fixation"
-    )
-    if args.out:
-        centerbias.save(args.out)
-    if args.template:
-        atomic_save_npy(args.template, centerbias.template(args.shape).numpy())
-    if args.gold:
-        gold = fit_gold_standard(dataset, centerbias, images, device=args.device)
-        print(
-            f"gold standard: bandwidth {gold.bandwidth:.4g}, centre-bias weight {gold.centerbias_weight:.3g}; "
-            f"leave-one-observer-out log-likelihood {gold.cv_log_likelihood * bits:.4f} bits/fixation"
-        )
-    return 0
 
 
 def _pair(separator: str):

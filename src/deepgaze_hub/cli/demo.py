@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import show_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,5 +29,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, folds=args.folds, epochs=args.epochs)
+    run_demo(args.out, folds=args.folds, epochs=args.epochs, progress=show_progress(args))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.embedded import EMBEDDED
+from ._common import EMBEDDED, add_device_argument, add_model_argument, resolve_device, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--crossval every image is scored by the ensemble member that did not train on it."
         ),
     )
-    parser.add_argument("--model", required=True, help="model directory (save_pretrained), registry name or Hub repo id")
-    parser.add_argument("--revision", default=None, help="Hub revision (commit hash) when --model is a repo id")
+    add_model_argument(parser)
     parser.add_argument("--data", required=True, help=f"dataset file (deepgaze-hub data import ...) or '{EMBEDDED}' for the embedded synthetic set")
     parser.add_argument("--crossval", action="store_true", help="score each image with the member that did not train on it (fold info from the model card)")
     parser.add_argument("--folds", type=int, default=None, metavar="K", help="state the cross-validation folds instead of reading them from the model card (implies --crossval)")
@@ -36,14 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--export-pysaliency", type=Path, default=None, metavar="FILE.hdf5", help="also write the evaluated log densities as a pysaliency HDF5 model file")
     parser.add_argument("--export-mit", type=Path, default=None, metavar="DIR", help="also write the densities as MIT benchmark submission images (JPEG, each image's size)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    parser.add_argument("--device", default=None, help="where the model runs (default: cuda if available, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data import open_dataset
     from ..evaluation.centre_bias import CenterBiasConvention
     from ..evaluation.evaluate import evaluate_model
@@ -58,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         crossval = args.crossval
     convention = CenterBiasConvention(args.centerbias, args.centerbias_bandwidth, args.centerbias_eps)
     dataset = open_dataset(args.data)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model = load(args.model, revision=args.revision, map_location=device)
 
     report = evaluate_model(
@@ -70,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         empirical_sigma=args.empirical_sigma,
         batch_size=args.batch_size,
         device=device,
-        progress=not args.quiet,
+        progress=show_progress(args),
         model_name=args.model,
         keep_log_densities=args.export_pysaliency is not None or args.export_mit is not None,
         centerbias=convention,

@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..hub.publish import push
-from ..hub.registry import Registry
-from ..hub.release import SOURCE_FILE
+from ._common import SOURCE_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "access (`hf auth login` or HF_TOKEN)."
         ),
     )
-    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="the model directory to upload (written by save_pretrained, `train` or `convert`)")
     parser.add_argument("repo_id", metavar="REPO_ID", help="owner/name on the Hub")
     parser.add_argument("--revision-tag", default=None, help="also tag the new commit (e.g. v1.0)")
     parser.add_argument("--branch", default=None, help="push to this branch instead of main")
@@ -45,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    from ..hub.publish import push  # torch and huggingface_hub: only when the command runs
+
     if (args.model_dir / SOURCE_FILE).is_file() and not args.private:
         print(
             f"deepgaze-hub push: note: {args.model_dir} is converted from the DeepGaze authors' release "
@@ -67,6 +67,8 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..hub.registry import Registry  # torch: only when the command runs
+
     rows = [("name", "status", "backbone", "members", "source", "title")]
     for entry in Registry().entries():
         if args.published and not entry.published:

@@ -15,12 +15,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError, DeepGazeError
-from ..hub import MODEL_HELP, load
 from ..io.typed import field_help
 from ..service.settings import ServiceSettings, check_token
+from ._common import add_device_argument, add_model_argument, resolve_device
 
 #: Environment variable holding the service's token (preferred to --token: not shown by ps).
 TOKEN_ENV = "DEEPGAZE_HUB_TOKEN"
@@ -33,28 +31,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Load a model and serve it: a web page at / (upload an image, see its density overlay, "
             "download the results) and a JSON API (POST /v1/predict with the image file as the body, "
-            "GET /v1/models, GET /healthz, GET /openapi.json). Concurrent requests are batched on the "
+            "GET /v1/models, GET /healthz, GET /openapi.json), and pysaliency's scanpath model protocol "
+            "(GET /type, POST /conditional_log_density), which the MIT/Tuebingen benchmark and "
+            "pysaliency.http_models.HTTPScanpathModel call: as a benchmark container, run "
+            "'deepgaze-hub serve --model deepgaze2e --host 0.0.0.0 --port 4000'. Concurrent requests are batched on the "
             "model. Every limit below refuses a request with a 4xx JSON error and the service goes on. "
-            f"With a token ({TOKEN_ENV}=..., --token-file or --token), /v1/* needs "
-            "'Authorization: Bearer <token>' (the page asks for it); without one, serve on a trusted "
+            f"With a token ({TOKEN_ENV}=..., --token-file or --token), /v1/* and /conditional_log_density need "
+            "'Authorization: Bearer <token>' (the page asks for it; pysaliency sends it from the URL "
+            "http://token:<token>@host:port); without one, serve on a trusted "
             "network or behind a proxy that authenticates."
         ),
     )
-    parser.add_argument("--model", required=True, help=f"the model: {MODEL_HELP}")
-    parser.add_argument(
-        "--revision", default=None, help="Hub revision (commit hash) when --model is hf-hub:OWNER/NAME"
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on (default: 127.0.0.1; 0.0.0.0 for everyone on the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device of the model (default: cuda when available, else cpu)",
-    )
+    add_device_argument(parser)
     access = parser.add_argument_group("access")
     access.add_argument(
         "--token-file",
@@ -69,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the token itself (visible to other users in the process list: prefer {TOKEN_ENV} or --token-file)",
     )
     add_settings_options(parser, ServiceSettings)
-    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level: access lines and server messages on stderr (default: info)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -150,6 +148,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hub import load  # torch and the model: only when the command runs
+
     settings = settings_from_args(args)
     token = read_token(args)
     check_token(token)
@@ -162,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     sock = bind_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
-        print(f"loading model {args.model} on {args.device}", file=sys.stderr)
-        model = load(args.model, revision=args.revision, map_location=args.device)
+        device = resolve_device(args.device)
+        print(f"loading model {args.model} on {device}", file=sys.stderr)
+        model = load(args.model, revision=args.revision, map_location=device)
         app = create_app(model, settings, name=args.model, token=token)
         if token is None and not _is_loopback(args.host):
             print(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import show_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -37,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / recipe.name
-    RecipeRun(recipe, run_dir, restart=args.restart).run()
+    RecipeRun(recipe, run_dir, restart=args.restart, progress=show_progress(args)).run()
     return 0

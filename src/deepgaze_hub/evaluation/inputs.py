@@ -32,7 +32,7 @@ class Maps:
     """B maps, possibly of different sizes, read in chunks of equally sized images.
 
     Values must be finite; with ``allow_neg_inf`` (log densities, maps only ranked) ``-inf`` is
-    allowed too. Each chunk is checked when it is read.
+    allowed too. Each map is checked the first time it is read.
     """
 
     def __init__(self, maps: MapsLike, name: str, *, allow_neg_inf: bool = False) -> None:
@@ -62,6 +62,7 @@ class Maps:
         for i, (height, width) in enumerate(self.sizes):
             if height < 1 or width < 1:
                 raise EvaluationError(f"{name}[{i}]: empty map of size {(height, width)}")
+        self._checked = [False] * len(self.sizes)
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -83,7 +84,12 @@ class Maps:
                 chunk = self._batch.index_select(0, torch.as_tensor(list(indices), device=self.device))
         else:
             chunk = torch.stack([self._items[i] for i in indices])
-        self._check(chunk, indices)
+        unchecked = [k for k, i in enumerate(indices) if not self._checked[i]]
+        if unchecked:
+            part = chunk if len(unchecked) == len(indices) else chunk[unchecked]
+            self._check(part, [indices[k] for k in unchecked])
+            for k in unchecked:
+                self._checked[indices[k]] = True
         return chunk
 
     def chunks(self, indices: Sequence[int] | None = None, pixels: int = CHUNK_PIXELS) -> Iterator[tuple[list[int], torch.Tensor]]:

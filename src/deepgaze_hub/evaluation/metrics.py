@@ -100,7 +100,7 @@ def cc(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     (fixation counts blurred by a Gaussian). Unitless, -1..1. A constant saliency map scores 0
     (pysaliency's rule); an all-zero empirical map (an image without fixations) gives NaN.
     """
-    return _map_metric("CC", cc_chunk, saliency_maps, empirical_maps)
+    return _map_metric("CC", saliency_maps, empirical_maps)
 
 
 def kldiv(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
@@ -112,7 +112,7 @@ def kldiv(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     Lower is better; identical maps score 0. An all-zero empirical map gives NaN (pysaliency would
     compare against a uniform map; the benchmark has no images without fixations).
     """
-    return _map_metric("KLDiv", kldiv_chunk, saliency_maps, empirical_maps)
+    return _map_metric("KLDiv", saliency_maps, empirical_maps)
 
 
 def sim(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
@@ -121,7 +121,7 @@ def sim(saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     Densities as in `kldiv` (minus a negative minimum, divided by the sum). Unitless, 0..1,
     identical maps score 1. An all-zero empirical map gives NaN.
     """
-    return _map_metric("SIM", sim_chunk, saliency_maps, empirical_maps)
+    return _map_metric("SIM", saliency_maps, empirical_maps)
 
 
 # --------------------------------------------------------------------------- chunk arithmetic
@@ -153,45 +153,58 @@ def nss_chunk(maps: torch.Tensor, pixel: torch.Tensor, scratch: Scratch, *, exp:
     return torch.where(constant[:, None], torch.zeros_like(values), values / variance.sqrt()[:, None])
 
 
-def cc_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
-    s = maps.reshape(maps.shape[0], -1).to(torch.float64)
-    e = empirical.reshape(empirical.shape[0], -1).to(torch.float64)
-    s_centred = s - s.mean(1, keepdim=True)
-    e_centred = e - e.mean(1, keepdim=True)
-    value = (s_centred * e_centred).sum(1) / (
-        torch.linalg.vector_norm(s_centred, dim=1) * torch.linalg.vector_norm(e_centred, dim=1)
-    )
-    value = torch.where(s.amax(1) == s.amin(1), torch.zeros_like(value), value)
-    return torch.where(e.amax(1) == e.amin(1), torch.full_like(value, float("nan")), value)
+#: The map metrics `map_chunk_scores` computes.
+MAP_METRICS = ("CC", "KLDiv", "SIM")
 
 
-def kldiv_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
-    p = _as_density(maps)
-    q = _as_density(empirical)
-    value = (q * torch.log(KLDIV_EPS + q / (p + KLDIV_EPS))).sum(1)
-    return _nan_without_fixations(value, empirical)
+def map_chunk_scores(maps: torch.Tensor, empirical: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """CC, KLDiv and/or SIM of (C, H, W) saliency maps against their empirical maps: ``{name: (C,) float64}``.
+
+    Both maps are made densities once (pysaliency's rule: a negative minimum shifted to 0, divided by
+    the sum; an all-zero map becomes uniform) and shared by the three metrics. CC is computed on the
+    densities, which is the same Pearson correlation as on the maps (an affine change of either
+    map with a positive factor leaves it unchanged). Inputs are not modified.
+    """
+    p, p_constant, _ = _density(maps)
+    q, q_constant, q_empty = _density(empirical)
+    out: dict[str, torch.Tensor] = {}
+    work = torch.empty_like(p)
+    if "KLDiv" in names:
+        torch.add(p, KLDIV_EPS, out=work)
+        torch.div(q, work, out=work).add_(KLDIV_EPS).log_()
+        out["KLDiv"] = torch.where(q_empty, float("nan"), _rowdot(q, work))
+    if "SIM" in names:
+        out["SIM"] = torch.where(q_empty, float("nan"), torch.minimum(p, q, out=work).sum(1))
+    if "CC" in names:
+        size = p.shape[1]
+        p.sub_(p.sum(1, keepdim=True) / size)
+        q.sub_(q.sum(1, keepdim=True) / size)
+        value = _rowdot(p, q) / (_rowdot(p, p) * _rowdot(q, q)).sqrt()
+        value = torch.where(p_constant, torch.zeros_like(value), value)
+        out["CC"] = torch.where(q_constant, float("nan"), value)
+    return {name: out[name] for name in names}
 
 
-def sim_chunk(maps: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
-    value = torch.minimum(_as_density(maps), _as_density(empirical)).sum(1)
-    return _nan_without_fixations(value, empirical)
+def _density(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, N) float64 densities of (C, H, W) maps (a new tensor), and per map: constant?, all zero?"""
+    flat = maps.reshape(maps.shape[0], -1)
+    low, high = flat.amin(1), flat.amax(1)  # (faster than aminmax on the CPU)
+    shift = low.to(torch.float64).clamp(max=0)[:, None]
+    density = flat - shift  # float64 whatever the maps' dtype
+    total = density.sum(1)
+    zero = total == 0  # values >= 0 summing to 0: all zero (also a constant map shifted to 0)
+    density.div_(torch.where(zero, 1.0, total)[:, None])
+    if bool(zero.any()):
+        density[zero] = 1.0 / density.shape[1]
+    return density, low == high, zero & (low >= 0)
 
 
-def _as_density(maps: torch.Tensor) -> torch.Tensor:
-    """pysaliency's saliency-map-to-density rule on (C, H, W): shift a negative minimum to 0, divide by the sum."""
-    flat = maps.reshape(maps.shape[0], -1).to(torch.float64)
-    low = flat.amin(1, keepdim=True)
-    flat = torch.where(low < 0, flat - low, flat)
-    total = flat.sum(1, keepdim=True)
-    return torch.where(total > 0, flat / torch.where(total > 0, total, 1.0), 1.0 / flat.shape[1])
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (C, N) tensors without a (C, N) temporary."""
+    return torch.stack([torch.dot(x, y) for x, y in zip(a, b)]) if len(a) else a.new_zeros(0)
 
 
-def _nan_without_fixations(value: torch.Tensor, empirical: torch.Tensor) -> torch.Tensor:
-    empty = empirical.reshape(empirical.shape[0], -1).abs().amax(1) == 0
-    return torch.where(empty, float("nan"), value)
-
-
-def _map_metric(name: str, kernel: Callable, saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
+def _map_metric(name: str, saliency_maps: MapsLike, empirical_maps: MapsLike) -> MetricResult:
     maps = Maps(saliency_maps, "saliency_maps")
     empirical = Maps(empirical_maps, "empirical_maps")
     if empirical.sizes != maps.sizes:
@@ -202,7 +215,7 @@ def _map_metric(name: str, kernel: Callable, saliency_maps: MapsLike, empirical_
     per_image = torch.full((len(maps),), float("nan"), dtype=torch.float64, device=maps.device)
     for indices, chunk in maps.chunks():
         index = torch.as_tensor(indices, device=maps.device)
-        per_image[index] = kernel(chunk, empirical.stack(indices).to(maps.device))
+        per_image[index] = map_chunk_scores(chunk, empirical.stack(indices).to(maps.device), [name])[name]
     return MetricResult(name=name, per_image=per_image)
 
 

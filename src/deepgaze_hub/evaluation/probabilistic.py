@@ -35,12 +35,11 @@ from .inputs import (
     read_at_fixations,
 )
 from .metrics import (
+    MAP_METRICS,
     auc_chunk,
-    cc_chunk,
-    kldiv_chunk,
+    map_chunk_scores,
     nss_chunk,
     shuffled_auc_result,
-    sim_chunk,
 )
 from .results import MetricResult
 from .saliency_maps import (
@@ -53,7 +52,6 @@ from .scratch import Scratch
 
 #: Every metric `evaluate_log_densities` computes, in the benchmark's table order.
 METRICS = ("IG", "LL", "AUC", "sAUC", "NSS", "CC", "KLDiv", "SIM")
-_MAP_METRICS = {"CC": cc_chunk, "KLDiv": kldiv_chunk, "SIM": sim_chunk}
 
 
 def evaluate_log_densities(
@@ -113,7 +111,7 @@ def _chunked_scores(
 ) -> dict[str, MetricResult]:
     """AUC and NSS (per fixation) and CC, KLDiv, SIM (per image), one chunk of equal-size maps at a time."""
     per_fixation = {m: _nan(len(fixations), maps.device) for m in ("AUC", "NSS") if m in metrics}
-    per_image = {m: _nan(len(maps), maps.device) for m in _MAP_METRICS if m in metrics}
+    per_image = {m: _nan(len(maps), maps.device) for m in MAP_METRICS if m in metrics}
     if per_fixation or per_image:
         scratch = Scratch()
         for indices, chunk in maps.chunks(fixations.images_with_fixations()):
@@ -124,11 +122,12 @@ def _chunked_scores(
             if "NSS" in per_fixation:
                 per_fixation["NSS"][position[valid]] = nss_chunk(chunk, pixel, scratch, exp=True)[valid]
             if per_image:
-                model_map = gaussian_blur(chunk.to(torch.float64).exp(), model_sigma, "constant")
+                density = scratch.get("density64", tuple(chunk.shape), torch.float64, chunk.device)
+                model_map = gaussian_blur(density.copy_(chunk).exp_(), model_sigma, "constant")
                 empirical = empirical_chunk(fixations, indices, tuple(chunk.shape[1:]), empirical_sigma, "reflect")
                 index = torch.as_tensor(indices, device=maps.device)
-                for name, values in per_image.items():
-                    values[index] = _MAP_METRICS[name](model_map, empirical)
+                for name, values in map_chunk_scores(model_map, empirical, list(per_image)).items():
+                    per_image[name][index] = values
     results = {name: MetricResult.from_fixations(name, values, fixations.n, len(maps)) for name, values in per_fixation.items()}
     for name, values in per_image.items():
         results[name] = MetricResult(name=name, per_image=values, fixation_counts=fixations.counts)

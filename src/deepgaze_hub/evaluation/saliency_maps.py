@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..baselines.blur import gaussian_blur, gaussian_matrix
+from ..baselines.blur import gaussian_blur, impulse_responses
 from ..errors import EvaluationError
 from .inputs import ArrayLike, Maps, MapsLike, ScoredFixations
 
@@ -115,15 +115,12 @@ def empirical_chunk(
     row-blur matrix times one row of the column-blur matrix: ``R[:, rows] @ C[:, cols]^T``.
     """
     height, width = size
-    device = fixations.n.device
-    blur_rows = gaussian_matrix(height, sigma, mode, device=device)
-    blur_cols = gaussian_matrix(width, sigma, mode, device=device)
     position, valid = fixations.padded(indices)
     rows = fixations.y[position].long()
     cols = fixations.x[position].long()
     weight = valid.to(torch.float64)[:, None, :]
-    left = blur_rows[:, rows].permute(1, 0, 2) * weight  # (C, H, Fm)
-    right = blur_cols[:, cols].permute(1, 2, 0)  # (C, Fm, W)
+    left = impulse_responses(height, sigma, mode, rows).permute(1, 0, 2) * weight  # (C, H, Fm)
+    right = impulse_responses(width, sigma, mode, cols).permute(1, 2, 0)  # (C, Fm, W)
     return left @ right
 
 

@@ -45,6 +45,7 @@ from ..model.config import (
 )
 from ..model.deepgaze import DeepGaze
 from ..model.efficientnet import efficientnet_b5
+from ..model.files import compare_layout
 
 DEEPGAZE1 = "deepgaze1"
 DEEPGAZE2E = "deepgaze2e"
@@ -227,19 +228,16 @@ def check_layout(state_dict: Mapping[str, object], kind: str, where: str, *, lim
             f"{where}: expected the state dict of {what} (a mapping of names to tensors), got "
             f"{type(state_dict).__name__}; pass the file the authors publish, loaded with torch.load"
         )
-    missing = [key for key in expected if key not in state_dict]
-    extra = [str(key) for key in state_dict if key not in expected]
-    misshapen = []
-    for key, shape in expected.items():
-        if key not in state_dict:
-            continue
-        value = state_dict[key]
-        if not isinstance(value, torch.Tensor):
-            misshapen.append(f"{key} (expected a tensor of shape {shape}, got {type(value).__name__})")
-        elif tuple(value.shape) != shape:
-            misshapen.append(f"{key} (expected shape {shape}, got {tuple(value.shape)})")
-    if not (missing or extra or misshapen):
+    mismatch = compare_layout(state_dict, expected)
+    if not mismatch:
         return
+    missing, extra = mismatch.missing, mismatch.unexpected
+    misshapen = [
+        f"{key} (expected shape {shape}, got {tuple(value.shape)})"
+        if isinstance(value, torch.Tensor)
+        else f"{key} (expected a tensor of shape {shape}, got {type(value).__name__})"
+        for key, value, shape in mismatch.misshapen
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_listing(missing, limit)}")

@@ -16,7 +16,9 @@ An entry (``hub_configs/<name>.yaml``) is data, in one of two kinds:
   is the converter's; see `deepgaze_hub.hub.release`.
 
 Both kinds have ``name``, ``title``, ``description``, ``paper``, ``citation`` (BibTeX),
-``datasets``, ``training``, ``evaluation`` (rows of dataset, split, metric, value, unit) and
+``datasets`` (names), ``dataset_ids`` (their Hub dataset ids, only where they exist),
+``base_model`` (Hub model ids it derives from), ``training``, ``evaluation`` (rows of dataset,
+split, metric, value, unit, optional ``dataset_id`` and ``centre_bias`` settings) and
 ``licenses``: what the model card states.
 
 The registry is found in the installed package (``deepgaze_hub/hub_configs``, shipped in the
@@ -110,6 +112,8 @@ class RegistryEntry:
     citation: str | None = bounded(None, max_len=5000, help="how to cite the model (BibTeX)")
     recipe: str | None = bounded(None, min_len=1, max_len=500, help="training recipe, a path under hub_configs/")
     datasets: list[str] = bounded(default_factory=list, max_len=100, help="training datasets")
+    dataset_ids: list[str] = bounded(default_factory=list, max_len=100, help="Hub dataset ids of that data, where it has them")
+    base_model: list[str] = bounded(default_factory=list, max_len=20, help="Hub model ids it was fine-tuned or converted from")
     training: str | None = bounded(None, max_len=10_000, help="how it was trained")
     evaluation: list[CardMetric] = bounded(default_factory=list, max_len=1000, help="evaluation table rows")
     licenses: dict[str, str] = bounded(default_factory=dict, max_len=100, help="extra terms, {what: licence}")
@@ -155,6 +159,8 @@ class RegistryEntry:
             summary=self.description.strip(),
             citation=self.citation.strip() if self.citation else None,
             datasets=list(self.datasets),
+            dataset_ids=list(self.dataset_ids),
+            base_model=list(self.base_model),
             recipe=self.recipe,
             training=self.training,
             evaluation=list(self.evaluation) if self.published else [],

@@ -1,7 +1,9 @@
 """Atomic file output: a file appears complete under its final name or not at all.
 
 Everything the package writes goes through here, so an interrupted job never leaves a truncated
-output behind and a rerun can treat every existing output as finished.
+output behind and a rerun can treat every existing output as finished. Every file gets the mode a
+plain ``open(path, "w")`` would give it, ``0o666 & ~umask`` (e.g. 0644 under the usual umask 022),
+whatever the writer did to the temporary file (safetensors and ``tempfile.mkstemp`` create 0600).
 """
 
 from __future__ import annotations
@@ -55,20 +57,44 @@ def remove_stale_partials(folder: str | os.PathLike, older_than_s: float = 60.0)
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc/self/status).
+
+    Elsewhere it falls back to setting and restoring it with `os.umask` (two calls; another thread
+    creating a file between them would get the temporary umask 0o077, i.e. a more private file).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permission bits a newly created regular file gets: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
-    For writers that want a file name (h5py, safetensors, PIL). On error the temporary file is
-    removed and ``path`` is left as it was.
+    For writers that want a file name (h5py, safetensors, PIL). Before the rename the file gets
+    the mode `new_file_mode` (writers such as safetensors recreate it with mode 0600). On error
+    the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:_TAG_LENGTH]}{PARTIAL_SUFFIX}"
-    # os.open with mode 0o666 honours the umask like a normal open (mkstemp would force 0o600)
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
+        os.chmod(tmp_path, new_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
+from .backbone_weights import is_hub_weights, load_hub_backbone_state
 from .config import EFFICIENTNET_B5_STATIC, STORED_WEIGHTS, BackboneConfig
 from .efficientnet import efficientnet_b5
 
@@ -54,11 +55,13 @@ class FeatureExtractor(nn.Module):
     (B, C_i, H_i, W_i) float32 tensors, one per layer. It always runs without gradients and in
     eval mode. A module that runs several times is read on its first call.
 
-    Speed: ``channels_last = True`` (or ``DEEPGAZE_HUB_CHANNELS_LAST=1`` in the environment) runs
-    the network channels-last (its weights are converted in place): 0.53-0.73x the time of the
-    default layout for VGG-19 on CPU, outputs equal within float32 rounding (~1e-6). It is off by
-    default for now: with it on, the two-process DDP training test no longer matched one process
-    within its tolerance, for a reason not yet understood. ``precision`` (one of `PRECISIONS`, default ``"float32"``) runs the network under
+    Speed: the network runs channels-last by default (its weights are converted in place; the
+    input per call): 0.53-0.78x the time of the default layout for VGG-19 on CPU, outputs equal
+    within float32 rounding (~1e-6). ``channels_last = False`` (or ``DEEPGAZE_HUB_CHANNELS_LAST=0``
+    in the environment) runs the default layout. The features of an image do not depend on the
+    batch it is computed in except through float rounding, in either layout; images of one batch
+    split in halves (as data-parallel processes split it) gave bit-identical features on CPU.
+    ``precision`` (one of `PRECISIONS`, default ``"float32"``) runs the network under
     autocast in bfloat16 (GPUs; CPUs with AMX or AVX512-BF16, elsewhere it is slower) or float16
     (GPUs); the tapped outputs are float32 either way. Reduced precision changes predictions
     slightly (benchmarks/bench_model.py prints the information gain it costs).
@@ -91,7 +94,7 @@ class FeatureExtractor(nn.Module):
         self.eval()
         self._precision = "float32"
         self._channels_last = False
-        self.channels_last = os.environ.get("DEEPGAZE_HUB_CHANNELS_LAST", "0").strip() not in ("", "0")
+        self.channels_last = os.environ.get("DEEPGAZE_HUB_CHANNELS_LAST", "1").strip() not in ("", "0")
 
     @property
     def channels_last(self) -> bool:
@@ -258,6 +261,8 @@ def _prune(network: nn.Module, needed: set[str]) -> tuple[str, ...]:
 
 def _load_backbone_state(config: BackboneConfig) -> dict[str, torch.Tensor]:
     weights = str(config.weights)
+    if is_hub_weights(weights):  # hf-hub:owner/name@commit?sha256=... (see backbone_weights.py)
+        return load_hub_backbone_state(weights, config.name)
     if weights.endswith(".safetensors") or os.path.sep in weights:
         path = Path(weights).expanduser()
         if not path.is_file():

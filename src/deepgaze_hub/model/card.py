@@ -1,7 +1,11 @@
 """The model card: the README.md that describes a saved or published model.
 
 `ModelCardInfo` is what a card says beyond the architecture: where the model comes from (registry
-name, recipe, datasets), how well it does (`CardMetric` rows) and under which terms. A model
+name, recipe, datasets, base model), how well it does (`CardMetric` rows) and under which terms.
+The evaluation rows are also written machine-readably, as the card metadata's ``model-index``
+(huggingface_hub's `EvalResult`: task ``saliency-prediction``, the dataset, the metric with its
+unit and, for scores against a centre bias, that centre bias's convention in the metric's
+``args``), so that ``ModelCard.load(...).data.eval_results`` gives them back. A model
 carries it as ``model.card_info``; `save_pretrained` stores it inside ``model.safetensors`` (as
 header metadata, so it travels with the weights and is covered by their sha256) and writes a fresh
 README.md from it and from ``config.json`` on every save. `build_model_card` renders the card.
@@ -12,12 +16,14 @@ the config and huggingface_hub's card classes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..io.atomic import atomic_write_text
+from .backbone_weights import HUB_WEIGHTS_FILE, hub_repo_id, is_hub_weights
 from .config import STORED_WEIGHTS, BackboneConfig, DeepGazeConfig
 
 #: Where the project's hubconf.py lives on GitHub: ``torch.hub.load(TORCH_HUB_REPO, ...)``.
@@ -28,6 +34,9 @@ CODE_LICENSE = "Apache-2.0"
 #: card says otherwise with ``licenses["weights"]`` (an SPDX id; lower-cased for the metadata).
 DEFAULT_WEIGHTS_LICENSE = "Apache-2.0"
 TAGS = ("saliency", "eye-tracking", "fixation-prediction", "deepgaze")
+#: The model-index task of every evaluation result.
+TASK_TYPE = "saliency-prediction"
+TASK_NAME = "Saliency prediction"
 
 #: Licences of torchvision backbone weights that we can state with confidence, by (model, weights).
 _BACKBONE_WEIGHT_LICENSES = {
@@ -48,7 +57,7 @@ _CITATION = """@article{kummerer2016deepgaze2,
 
 @dataclass
 class CardMetric:
-    """One row of a card's evaluation table.
+    """One row of a card's evaluation table (and one result of its ``model-index``).
 
     Attributes:
         dataset: e.g. ``"MIT1003"``.
@@ -56,6 +65,11 @@ class CardMetric:
         value: the number, in ``unit``.
         split: which images, e.g. ``"held-out folds (10-fold cross-validation)"``.
         unit: e.g. ``"bits/fixation"``, ``"%"``; empty for unitless scores.
+        dataset_id: the Hugging Face Hub dataset id of exactly this data, if it has one (never
+            guessed); it becomes the result's dataset ``type``, which is otherwise ``dataset``.
+        centre_bias: for a score measured against a centre bias, that centre bias's convention and
+            parameters (an evaluation report's ``settings["centre_bias"]``, e.g.
+            ``{"convention": "pysaliency", "bandwidth": 0.0217, "eps": 1e-13}``).
     """
 
     dataset: str
@@ -63,6 +77,30 @@ class CardMetric:
     value: float
     split: str = ""
     unit: str = ""
+    dataset_id: str | None = None
+    centre_bias: dict[str, Any] | None = None
+
+    def eval_result(self) -> EvalResult:
+        """This row as huggingface_hub's `EvalResult` (one entry of the card's ``model-index``)."""
+        args = {"unit": self.unit} if self.unit else {}
+        if self.centre_bias:
+            args["centre_bias"] = dict(self.centre_bias)
+        return EvalResult(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=self.dataset_id or self.dataset,
+            dataset_name=self.dataset,
+            dataset_split=self.split or None,
+            metric_type=metric_type(self.metric),
+            metric_name=self.metric,
+            metric_value=self.value,
+            metric_args=args or None,
+        )
+
+
+def metric_type(label: str) -> str:
+    """The model-index metric id of a metric label: ``"IG vs centre bias"`` -> ``"ig-vs-centre-bias"``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "metric"
 
 
 @dataclass
@@ -73,7 +111,11 @@ class ModelCardInfo:
         name: the registry name (``deepgaze_hub.list_models()``), if the model is one.
         title: the card's heading.
         summary: a paragraph on what this model is.
-        datasets: names (or Hugging Face dataset ids) of the data it was trained on.
+        datasets: names of the data it was trained on (in the card's text).
+        dataset_ids: Hugging Face Hub dataset ids of that data, where it has them (the card
+            metadata's ``datasets``); never guessed from the names.
+        base_model: Hub model id(s) this model was fine-tuned or converted from (the card
+            metadata's ``base_model``); backbone weights loaded from the Hub are added to it.
         recipe: the training recipe, as a path under ``hub_configs/``.
         training: how it was trained, in a few sentences.
         evaluation: the evaluation table.
@@ -90,6 +132,8 @@ class ModelCardInfo:
     title: str | None = None
     summary: str | None = None
     datasets: list[str] = field(default_factory=list)
+    dataset_ids: list[str] = field(default_factory=list)
+    base_model: list[str] = field(default_factory=list)
     recipe: str | None = None
     training: str | None = None
     evaluation: list[CardMetric] = field(default_factory=list)
@@ -139,11 +183,15 @@ def build_model_card(
     """Render the README.md of a model with architecture ``config`` described by ``info``."""
     info = info or ModelCardInfo()
     backbone = config.backbone
+    base_models = list(dict.fromkeys([*info.base_model, *hub_backbones(config)]))
     metadata = ModelCardData(
         library_name=library_name,
         license=info.licenses.get("weights", DEFAULT_WEIGHTS_LICENSE).lower(),
         tags=sorted({*tags, backbone.name} - {"custom"}),
-        datasets=list(info.datasets) or None,
+        datasets=list(info.dataset_ids) or None,
+        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
+        model_name=(info.title or info.name or _default_title(config)) if info.evaluation else None,
+        eval_results=[row.eval_result() for row in info.evaluation] or None,
     )
     sections = [
         _title(config, info),
@@ -161,8 +209,7 @@ def build_model_card(
 
 def _title(config: DeepGazeConfig, info: ModelCardInfo) -> str:
     members = "a single model" if config.num_members == 1 else f"an ensemble of {config.num_members} members"
-    default_title = f"DeepGaze II ({config.backbone.name})"
-    text = [f"# {info.title or default_title}"]
+    text = [f"# {info.title or _default_title(config)}"]
     if info.summary:
         text.append(info.summary.strip())
     text.append(
@@ -173,6 +220,16 @@ def _title(config: DeepGazeConfig, info: ModelCardInfo) -> str:
         "natural-log density of shape (H, W) for an (H, W) image, `exp(out).sum() == 1`."
     )
     return "\n\n".join(text)
+
+
+def _default_title(config: DeepGazeConfig) -> str:
+    return f"DeepGaze II ({config.backbone.name})"
+
+
+def hub_backbones(config: DeepGazeConfig) -> list[str]:
+    """Hub repo ids of the backbone weights ``config`` loads from the Hub (``hf-hub:owner/name@rev``)."""
+    backbones = [config.backbone, *(pathway.backbone for pathway in config.pathways)]
+    return [repo for repo in (hub_repo_id(b.weights) for b in backbones) if repo]
 
 
 def _backbone_phrase(config: DeepGazeConfig) -> str:
@@ -247,6 +304,14 @@ def _backbone_weights(backbone: BackboneConfig) -> str:
             "(under `backbones.<i>.`, only the layers up to the last tapped one); they are loaded "
             "strictly with the readouts."
         )
+    elif is_hub_weights(backbone.weights):
+        source = (
+            f"The backbone weights are **not** stored in this repository: they are `{HUB_WEIGHTS_FILE}` of the "
+            f"Hugging Face Hub repo [`{hub_repo_id(backbone.weights)}`](https://huggingface.co/{hub_repo_id(backbone.weights)}), "
+            f"pinned by commit and sha256 (`{backbone.weights}`), mapped to torchvision's `{backbone.name}` layout. "
+            "They are downloaded into the Hugging Face cache on first use and checked on every load; "
+            "no pickle file is involved."
+        )
     elif backbone.weights is None:
         source = (
             f"The backbone is a randomly initialised `{backbone.name}` (seed {backbone.init_seed}); "
@@ -272,8 +337,14 @@ def _evaluation(info: ModelCardInfo) -> str:
     lines = ["## Evaluation", "", "| dataset | split | metric | value |", "|---|---|---|---|"]
     for row in info.evaluation:
         value = f"{row.value:.4g}" + (f" {row.unit}" if row.unit else "")
-        lines.append(f"| {row.dataset} | {row.split} | {row.metric} | {value} |")
+        metric = row.metric + (f" (centre bias: {_describe_centre_bias(row.centre_bias)})" if row.centre_bias else "")
+        lines.append(f"| {row.dataset} | {row.split} | {metric} | {value} |")
+    lines += ["", "The same results are in this card's metadata (`model-index`), machine-readable."]
     return "\n".join(lines)
+
+
+def _describe_centre_bias(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:.6g}" if isinstance(value, float) else f"{key} {value}" for key, value in settings.items())
 
 
 def _training(info: ModelCardInfo) -> str:
@@ -309,5 +380,7 @@ def backbone_weights_license(backbone: BackboneConfig) -> str:
         return "none (random initialisation)"
     if backbone.weights == STORED_WEIGHTS:
         return "those stated for this model's files (see above); ask the model's publisher"
+    if is_hub_weights(backbone.weights):
+        return f"see the model card of https://huggingface.co/{hub_repo_id(backbone.weights)}"
     known = _BACKBONE_WEIGHT_LICENSES.get((backbone.name, str(backbone.weights)))
     return known or f"see torchvision's documentation of `{backbone.name}` weights `{backbone.weights}`"

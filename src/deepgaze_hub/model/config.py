@@ -77,7 +77,9 @@ class BackboneConfig:
             padded statically for 456 px: DeepGaze IIE's), or ``"custom"`` for a module the caller
             passes in (``DeepGaze(config, backbone=module)``).
         weights: torchvision weights enum member (``"IMAGENET1K_V1"``, ``"DEFAULT"``), a path to a
-            ``.safetensors`` state dict, ``"stored"`` (saved in the model's own ``model.safetensors``
+            ``.safetensors`` state dict, ``"hf-hub:OWNER/NAME@COMMIT?sha256=HEX"`` (a safetensors file
+            on the Hugging Face Hub in torchvision's or timm's layout, pinned to a commit and checked
+            against the sha256), ``"stored"`` (saved in the model's own ``model.safetensors``
             under ``backbones.<i>.``, i = the backbone's position), or ``None`` for a random
             initialisation seeded by ``init_seed``.
         layers: dotted submodule names whose outputs are tapped, in concatenation order.
@@ -90,7 +92,7 @@ class BackboneConfig:
 
     name: str = bounded("vgg19", min_len=1, max_len=200, help="torchvision model name, or 'custom'")
     weights: str | None = bounded(
-        "IMAGENET1K_V1", min_len=1, max_len=4096, help="torchvision weights name, a .safetensors path, 'stored' (in model.safetensors), or null"
+        "IMAGENET1K_V1", min_len=1, max_len=4096, help="torchvision weights name, a .safetensors path, 'hf-hub:OWNER/NAME@COMMIT?sha256=HEX' (safetensors on the Hub, pinned), 'stored' (in model.safetensors), or null"
     )
     layers: list[str] = bounded(
         default_factory=lambda: list(VGG19_DEEPGAZE2_LAYERS), min_len=1, max_len=64, help="tapped submodules"

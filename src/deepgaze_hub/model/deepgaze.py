@@ -313,25 +313,30 @@ class DeepGaze(
             p, local, _ = selection[0]
             readout, finalizer = heads[p]
             return finalizer(readout(features[p], local), bias, local, mixture=mixture)
+        count = sum(local.numel() for _, local, _ in selection)
+        if mixture:  # each backbone's log sum_k p_k on its grid, summed at full resolution
+            total = None
+            for p, local, _ in selection:
+                readout, finalizer = heads[p]
+                z, _, _ = finalizer.grid_log_mixture(readout(features[p], local), bias, local)
+                z = finalizer.expand(z, (height, width))
+                total = z if total is None else torch.logaddexp(total, z)
+            return total - math.log(count)
         parts = []
         for p, local, _ in selection:
             readout, finalizer = heads[p]
-            z, rows, cols = finalizer.grid_log_density(readout(features[p], local), bias, local)
-            if mixture:  # this backbone's share of the mixture, still unnormalised by the count
-                z = z.logsumexp(dim=1, keepdim=True)
-            parts.append(z[..., rows, :][..., cols])
-        out = torch.cat(parts, dim=1)
-        count = sum(local.numel() for _, local, _ in selection)
-        if mixture:
-            return out.logsumexp(dim=1) - math.log(count)
+            z, _, _ = finalizer.grid_log_density(readout(features[p], local), bias, local)
+            parts.append(finalizer.expand(z, (height, width)))
         order = torch.cat([positions for _, _, positions in selection])
-        return out[:, torch.argsort(order)]
+        return torch.cat(parts, dim=1)[:, torch.argsort(order)]
 
     def _single_backbone(self, what: str) -> None:
         if len(self._backbones) > 1:
             raise ConfigError(
-                f"{what} is not supported yet for models with several backbones "
-                f"({len(self._backbones)}); use forward or member_log_densities"
+                f"{what} supports models with one backbone; this model has {len(self._backbones)}. "
+                "Models with several backbones support forward, member_log_densities, "
+                "log_density_from_features and predict; select_members with members of one backbone "
+                "gives a one-backbone model, on which it works"
             )
 
     def grid_log_densities(

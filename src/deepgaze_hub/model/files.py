@@ -105,6 +105,38 @@ def read_config(path: str | Path, where: str) -> DeepGazeConfig:
     return DeepGazeConfig.from_json(path, where=f"{where.rstrip('/')}/{Path(path).name}")
 
 
+@dataclass(frozen=True)
+class LayoutMismatch:
+    """How a mapping of tensors differs from an expected ``{key: shape}`` (see `compare_layout`).
+
+    ``missing``: expected keys absent (in the expected order); ``unexpected``: keys not expected
+    (in the mapping's order); ``misshapen``: ``(key, value, expected shape)`` for values that are
+    not tensors of the expected shape. False when there is no difference.
+    """
+
+    missing: list[str]
+    unexpected: list[str]
+    misshapen: list[tuple[str, Any, tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshapen)
+
+
+def compare_layout(found: Mapping[str, Any], expected: Mapping[str, Any]) -> LayoutMismatch:
+    """Compare the keys and tensor shapes of ``found`` with ``expected`` (``{key: shape}``): the one
+    comparison behind every strict load of a state dict (this module's and the converters')."""
+    misshapen = [
+        (key, found[key], tuple(shape))
+        for key, shape in expected.items()
+        if key in found and not (isinstance(found[key], torch.Tensor) and tuple(found[key].shape) == tuple(shape))
+    ]
+    return LayoutMismatch(
+        missing=[key for key in expected if key not in found],
+        unexpected=[str(key) for key in found if key not in expected],
+        misshapen=misshapen,
+    )
+
+
 def load_weights(
     module: torch.nn.Module,
     path: str | Path,
@@ -126,15 +158,14 @@ def load_weights(
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{where}: {name} is not a readable safetensors file ({error})") from error
     _check_weights_format(metadata, where, name)  # older formats would be converted to the current one here
-    expected = dict(module.state_dict())
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
     for prefix, part in (extra or {}).items():
-        expected.update({prefix + key: value for key, value in part.state_dict().items()})
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+        expected.update({prefix + key: tuple(value.shape) for key, value in part.state_dict().items()})
+    mismatch = compare_layout(state, expected)
+    missing, unexpected = sorted(mismatch.missing), sorted(mismatch.unexpected)
     misshapen = [
-        f"{key}: file {tuple(state[key].shape)}, model {tuple(expected[key].shape)}"
-        for key in sorted(set(state) & set(expected))
-        if state[key].shape != expected[key].shape
+        f"{key}: file {tuple(value.shape)}, model {shape}"
+        for key, value, shape in sorted(mismatch.misshapen, key=lambda item: item[0])
     ]
     problems = []
     if missing:

@@ -9,10 +9,12 @@ layers are batched matrix products; this equals running the K readouts one after
 
 With ``layer_norm=True`` (DeepGaze IIE) every convolution but the last is preceded by a layer
 norm over channels and positions jointly (``GroupNorm(1, C, eps=1e-12)``: per image, mean and
-variance over (C, h, w), then a per-channel scale and shift of the member). The first norm's
-normalisation does not depend on the member, so it is computed once and each member's scale and
-shift are folded into its first convolution (``W_k (g_k * x_hat + b_k) = (W_k g_k) x_hat + W_k b_k``),
+variance over (C, h, w), then a per-channel scale and shift of the member). Every norm's scale
+and shift are folded into the convolution that follows it
+(``W_k (g_k * x_hat + b_k) = (W_k g_k) x_hat + W_k b_k``), so only the normalisation itself touches
+the activations. The first norm's normalisation does not depend on the member: it is computed once,
 keeping the first layer one matrix product for all members; later norms are batched over members.
+A layer with one input channel (IIE's 1 -> 128) is an outer product, formed in one fused step.
 """
 
 from __future__ import annotations
@@ -100,23 +102,30 @@ class EnsembleReadout(nn.Module):
     def forward(self, features: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = features.shape
         act = _NONLINEARITIES[self.nonlinearity]
-        first = self.layers[0]
         k = members.numel()
-        weight = first.weight[members]  # (K', out, C): all members' first layers as one matrix
-        x = features.reshape(batch, channels, height * width).to(weight.dtype)
-        shift = first.bias_for(members)
-        if self.norms is not None and len(self.layers) > 1:
-            x = F.layer_norm(x, (channels, height * width), eps=LAYER_NORM_EPS)  # shared by all members
-            norm = self.norms[0]
-            shift = shift + torch.matmul(weight, norm.bias[members].unsqueeze(-1))  # W_k b_k: (K', out, 1)
-            weight = weight * norm.weight[members].unsqueeze(1)  # W_k diag(g_k)
-        x = torch.matmul(weight.reshape(-1, channels), x).view(batch, k, -1, height * width)
-        x = x + shift  # (B, K', out, hw)
-        for i, layer in enumerate(self.layers[1:], start=1):
-            x = act(x)
+        x = features.reshape(batch, 1, channels, height * width).to(self.layers[0].weight.dtype)  # shared
+        for i, layer in enumerate(self.layers):
+            weight, shift = layer.weight[members], layer.bias_for(members)  # (K', out, in), (K', out, 1)
             if self.norms is not None and i < len(self.norms):
-                x = F.layer_norm(x, tuple(x.shape[-2:]), eps=LAYER_NORM_EPS)  # per image and member
+                x = F.layer_norm(x, tuple(x.shape[-2:]), eps=LAYER_NORM_EPS)  # per image (and member)
                 norm = self.norms[i]
-                x = x * norm.weight[members].unsqueeze(-1) + norm.bias[members].unsqueeze(-1)
-            x = torch.matmul(layer.weight[members], x) + layer.bias_for(members)
+                shift = shift + torch.matmul(weight, norm.bias[members].unsqueeze(-1))  # W_k b_k
+                weight = weight * norm.weight[members].unsqueeze(1)  # W_k diag(g_k)
+            x = _memberwise_conv(weight, x, shift)  # (B, K', out, hw)
+            if i < len(self.layers) - 1:
+                x = act(x)
         return x.reshape(batch, k, height, width)
+
+
+def _memberwise_conv(weight: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
+    """``weight_k @ x_k + shift_k`` for weight (K', out, in), x (B, K', in, hw) or (B, 1, in, hw)
+    (one input shared by all members: one matrix product), shift (K', out, 1) or 0; (B, K', out, hw)."""
+    members, out_channels, in_channels = weight.shape
+    if x.shape[1] == 1 and members > 1:
+        x = torch.matmul(weight.reshape(members * out_channels, in_channels), x[:, 0])
+        x = x.view(x.shape[0], members, out_channels, -1)
+    elif in_channels == 1 and isinstance(shift, torch.Tensor):  # an outer product: one fused pass
+        return torch.addcmul(shift, weight, x)
+    else:
+        x = torch.matmul(weight, x)
+    return x + shift if isinstance(shift, torch.Tensor) else x

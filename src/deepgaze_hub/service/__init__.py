@@ -1,7 +1,10 @@
 """The prediction web service behind ``deepgaze-hub serve``: a JSON API and a web page.
 
 * `create_app` (app.py): the FastAPI application for one loaded model (optional bearer token);
-  routes.py: its handlers; state.py: what they share (``app.state.service``);
+  routes.py: its handlers (``/v1/*``, the page); protocol.py: pysaliency's scanpath-model protocol
+  (``/type``, ``/conditional_log_density``, what the MIT/Tuebingen benchmark calls);
+  handling.py: the steps every image request passes; state.py: what they share (``app.state.service``);
+* multipart.py: reading a received ``multipart/form-data`` body;
 * `ServiceSettings` (settings.py): upload, pixel, timeout, queue and batching limits;
 * `MicroBatcher` (batcher.py): concurrent requests batched onto the model off the event loop;
 * limits.py: the checks every upload passes; results.py: outputs and the store of recent ones;

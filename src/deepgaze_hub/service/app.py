@@ -24,6 +24,7 @@ from ..model.deepgaze import DeepGaze
 from ..version import __version__
 from .errors import RequestRefused
 from .middleware import SECURITY_HEADERS, HttpHardening
+from .protocol import router as protocol_router
 from .routes import STATIC_DIR, router
 from .settings import ServiceSettings
 from .state import ServiceState
@@ -47,14 +48,16 @@ def create_app(
 ) -> FastAPI:
     """The service for ``model`` (put in eval mode), announced as ``name``.
 
-    ``token``: when given, every ``/v1/*`` request must send ``Authorization: Bearer <token>``
-    (the page ``/`` and ``/healthz`` stay open). Raises `ConfigError` for an unusable token.
+    ``token``: when given, every ``/v1/*`` and ``/conditional_log_density`` request must send
+    ``Authorization: Bearer <token>`` (the page ``/``, ``/healthz`` and ``/type`` stay open).
+    Raises `ConfigError` for an unusable token.
     """
     settings = settings or ServiceSettings()
     app = FastAPI(
         title="deepgaze-hub prediction service",
         version=__version__,
-        description="DeepGaze II fixation densities for uploaded images. Errors: "
+        description="DeepGaze II fixation densities for uploaded images, also over pysaliency's scanpath "
+        "model protocol (/type, /conditional_log_density). Errors: "
         '`{"error": {"status", "code", "message"}}`.',
         docs_url=None,  # the interactive docs pull assets from a CDN; the schema is at /openapi.json
         redoc_url=None,
@@ -62,6 +65,7 @@ def create_app(
     )
     app.state.service = ServiceState.build(model, settings, name, token)
     app.include_router(router)
+    app.include_router(protocol_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     app.add_middleware(HttpHardening)

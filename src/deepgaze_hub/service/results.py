@@ -59,9 +59,8 @@ class Prediction:
 
     def log_density_npy(self) -> bytes:
         """The log density at the upload's own size (H, W), as the bytes of a float32 ``.npy`` file."""
-        full = resize_log_density(torch.from_numpy(self.log_density), self.scaling.original)
         buffer = io.BytesIO()
-        np.save(buffer, full.numpy().astype(np.float32, copy=False))
+        np.save(buffer, at_original_size(torch.from_numpy(self.log_density), self.scaling))
         return buffer.getvalue()
 
     def overlay_png(
@@ -78,6 +77,14 @@ class Prediction:
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return buffer.getvalue()
+
+
+def at_original_size(log_density: torch.Tensor, scaling: Scaling) -> np.ndarray:
+    """An (h, w) log density (nats) at the working size, resampled to the upload's own size
+    (H, W) = ``scaling.original`` as a float32 array (bilinear in log space, renormalised; the
+    same array when no resizing is needed), as `DeepGaze.predict` returns it."""
+    full = resize_log_density(log_density.float(), scaling.original)
+    return full.numpy().astype(np.float32, copy=False)
 
 
 class ResultStore:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import ClientDisconnect
 
-from ..errors import DeepGazeError
 from .errors import RequestRefused
-from .limits import check_min_side, prepare_upload, receive_upload, refuse_multipart
+from .handling import predict_upload, receive_body, request_deadline, require_token, within_deadline
+from .limits import refuse_multipart
 from .results import Prediction
 from .schemas import (
     ErrorResponse,
@@ -56,27 +53,6 @@ _IMAGE_BODY = {
         for media in ("application/octet-stream", "image/jpeg", "image/png", "image/*")
     },
 }
-_bearer = HTTPBearer(auto_error=False, description="the service's token, when it was started with one")
-
-
-async def require_token(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> None:
-    """Refuse (401) a request without the service's token, compared in constant time."""
-    expected = service_state(request).token
-    if expected is None:
-        return
-    given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
-        raise RequestRefused(
-            401,
-            "unauthorized",
-            "this service needs a token: send the header 'Authorization: Bearer <token>' "
-            "(on the web page, enter it in the token field)",
-            headers={"WWW-Authenticate": 'Bearer realm="deepgaze-hub"'},
-        )
-
-
 router = APIRouter()
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses={401: {"model": ErrorResponse}})
 
@@ -152,50 +128,15 @@ def predict_options(
 )
 async def predict(request: Request, asked: Asked = Depends(predict_options)):
     state = service_state(request)
-    settings = state.settings
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.request_timeout_s
+    deadline = request_deadline(state)
     refuse_multipart(request.headers.get("content-type"))
-    client = request.client.host if request.client is not None else "unknown"
-    with state.uploads.hold(client):
-        try:
-            data = await receive_upload(
-                request.stream(),
-                request.headers.get("content-length"),
-                settings,
-                min(settings.upload_timeout_s, settings.request_timeout_s),
-            )
-        except ClientDisconnect:
-            raise RequestRefused(
-                400, "client_disconnected", "the client went away before the upload was complete"
-            ) from None
-    with state.queue_slot():
-        try:
-            return await asyncio.wait_for(answer(state, data, asked), max(deadline - loop.time(), 1e-3))
-        except asyncio.TimeoutError:
-            raise RequestRefused(
-                408,
-                "timeout",
-                f"the request took longer than this service's limit of {settings.request_timeout_s:g} s "
-                "(the service is busy or the image is large); retry, or send a smaller image",
-            ) from None
+    data = await receive_body(request, state)
+    return await within_deadline(state, deadline, lambda: answer(state, data, asked))
 
 
 async def answer(state: ServiceState, data: bytes, asked: Asked) -> Response | PredictResponse:
-    """Decode, scale, predict, keep and encode one fully received upload.
-
-    The image is shrunk to the working size before it is queued, so queued memory is bounded by
-    the working size, not by the upload's (`ServiceState.decoding` bounds full-size decodes).
-    """
-    async with state.decoding:
-        pixels, image_format, scaling = await asyncio.to_thread(
-            prepare_upload, data, state.settings, state.scaler(asked.pixels_per_degree)
-        )
-    check_min_side(pixels, state.min_side)
-    try:
-        log_density = await state.batcher.submit(pixels)
-    except DeepGazeError as error:  # e.g. an image too small for the backbone
-        raise RequestRefused(422, "unusable_image", str(error)) from None
+    """Predict, keep and encode one fully received upload (see `predict_upload`)."""
+    pixels, log_density, image_format, scaling = await predict_upload(state, data, asked.pixels_per_degree)
     prediction = await asyncio.to_thread(Prediction.create, pixels, log_density, image_format, scaling)
     kept = state.store.add(prediction)
     return await asyncio.to_thread(respond, prediction, asked, state.name, kept)

@@ -143,6 +143,11 @@ class ServiceSettings:
         **_cli("limits"),
     )
     max_fixations: int = bounded(1000, ge=0, help="most fixations one request may sample", **_cli("limits"))
+    max_history: int = bounded(
+        10_000, ge=0, help="most previous fixations (x_hist, y_hist, t_hist) one /conditional_log_density request "
+        "may send; a static model ignores them",
+        **_cli("limits"),
+    )
     result_cache_bytes: int = bounded(
         256 * MIB,
         ge=0,

@@ -6,14 +6,16 @@ from .datamodule import FixationDataModule
 from .feature_build import build_feature_cache
 from .feature_cache import FeatureCache
 from .module import DeepGazeModule
-from .recipe import Recipe, TrainerConfig, load_recipe
+from .recipe import Recipe, load_recipe
 from .runner import RecipeRun
-from .trainer import make_trainer
+from .trainer import CallbackConfig, LoggerConfig, TrainerConfig, make_trainer
 
 __all__ = [
+    "CallbackConfig",
     "DeepGazeModule",
     "FeatureCache",
     "FixationDataModule",
+    "LoggerConfig",
     "Recipe",
     "RecipeRun",
     "SizeBucketBatchSampler",

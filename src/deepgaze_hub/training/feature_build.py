@@ -26,8 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import TrainingError
 from .batching import SizeBucketBatchSampler, is_padding, real_position
 from .feature_cache import DTYPES_TORCH, FeatureCache, feature_key
-from .recipe import TrainerConfig
-from .trainer import make_trainer
+from .trainer import TrainerConfig, make_trainer
 
 
 class UncachedImages(Dataset):

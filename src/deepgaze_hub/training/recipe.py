@@ -16,7 +16,8 @@ on the others, every member starting from an earlier stage's readout. Example::
       - {name: pretrain, train: salicon, val: mit1003, epochs: 20}
       - {name: finetune, train: mit1003, folds: 10, init: pretrain, epochs: 15}
 
-Every field of `StageConfig`, `FeatureCacheConfig` and `TrainerConfig` can be set in YAML or
+The ``trainer:`` section is the `lightning.Trainer`'s settings, loggers and callbacks (see
+`deepgaze_hub.training.trainer`). Every field of `StageConfig`, `FeatureCacheConfig` and `TrainerConfig` can be set in YAML or
 overridden on the command line with dotted paths: ``--set stages.1.epochs=5 data.mit1003=/d/m.h5``.
 Files and overrides go through `deepgaze_hub.io.typed`: a value of the wrong type or out of bounds
 (``epochs: abc``, ``folds: 1``, ``optimizer.lr: 0``) is a `ConfigError` naming the file, the field
@@ -34,14 +35,14 @@ from ..errors import ConfigError
 from ..hub.registry import default_directory
 from ..io.typed import bounded, override, parse, read_yaml, to_dict, validate
 from ..model.config import DeepGazeConfig
+from .trainer import TrainerConfig, check_trainer_config
 
 AVERAGING = ("image", "fixation")
+#: Trainer settings that do not change the trained model: a run may resume with other values.
+NOT_IN_FINGERPRINT = ("loggers", "log_every_n_steps", "num_workers")
 #: Feature cache storage types and HDF5 compressions a recipe may ask for.
 CACHE_DTYPES = ("float16", "float32")
 CACHE_COMPRESSIONS = ("lzf", "gzip")
-#: Lightning precisions a recipe may ask for.
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 @dataclass
@@ -114,22 +115,6 @@ class FeatureCacheConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """Passed to `lightning.Trainer` (see `deepgaze_hub.training.trainer.make_trainer`)."""
-
-    accelerator: str = bounded("auto", choices=ACCELERATORS)
-    devices: int | str = 1
-    num_nodes: int = bounded(1, ge=1, le=10_000)
-    strategy: str = "auto"
-    precision: str = bounded("32-true", choices=PRECISIONS)
-    num_workers: int = bounded(0, ge=0, le=256)
-    deterministic: bool = True
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-
-@dataclass
 class Recipe:
     name: str = bounded(min_len=1, max_len=200)
     data: dict[str, str] = bounded(min_len=1)
@@ -143,9 +128,17 @@ class Recipe:
         values = dict(self.model)
         values["num_members"] = num_members
         try:
-            return DeepGazeConfig.from_dict(values)
+            config = DeepGazeConfig.from_dict(values)
         except ConfigError as error:
             raise ConfigError(f"recipe {self.name}: model: {error}") from error
+        if config.pathways:
+            raise ConfigError(
+                f"recipe {self.name}: model: pathways: training supports models with one backbone (model.backbone "
+                f"with its readouts; the stages set num_members); this recipe has {len(config.pathways) + 1}. "
+                "Remove model.pathways. Models with several backbones (e.g. DeepGaze IIE) can be converted, "
+                "used for prediction and evaluated, not trained yet"
+            )
+        return config
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -157,8 +150,12 @@ class Recipe:
         return to_dict(self)
 
     def fingerprint(self) -> str:
-        """Canonical JSON of everything that determines the result (for resume checks)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Canonical JSON of everything that determines the result (for resume checks): all but
+        the trainer's loggers, logging interval and data-loader workers."""
+        data = self.to_dict()
+        for name in NOT_IN_FINGERPRINT:
+            data["trainer"].pop(name)
+        return json.dumps(data, sort_keys=True)
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -191,6 +188,7 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> Recipe:
     """The checked `Recipe` of plain data (types, bounds, and how stages refer to data and each other)."""
     recipe = parse(Recipe, raw, where)
     check_references(recipe, where)
+    check_trainer_config(recipe.trainer, where)
     return recipe
 
 

@@ -34,23 +34,22 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from ..baselines import fit_centerbias
 from ..data import EMBEDDED, FixationDataset, open_dataset
 from ..errors import ConfigError, TrainingError
-from ..evaluation.centre_bias import describe_settings
 from ..evaluation.crossval import CrossvalInfo
 from ..evaluation.evaluate import evaluate_model
 from ..evaluation.report import Column, EvaluationReport, Row
 from ..io.atomic import atomic_save_npy, atomic_write_text
+from ..io.progress import progress_wanted
 from ..model.card import CardMetric, ModelCardInfo
 from ..model.deepgaze import DeepGaze
 from .datamodule import FixationDataModule
 from .feature_build import build_feature_cache
 from .feature_cache import FeatureCache, feature_key
 from .module import DeepGazeModule
-from .recipe import Recipe, StageConfig
+from .recipe import Recipe, StageConfig, recipe_from_dict
 from .trainer import make_trainer
 
 RESULT_FILE = "result.json"
@@ -70,8 +69,13 @@ class StageResult:
 class RecipeRun:
     """Runs ``recipe`` in ``run_dir``; `run` returns the directory of the saved ensemble."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path, *, restart: bool = False, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, recipe: Recipe, run_dir: str | Path, *, restart: bool = False, log: Callable[[str], None] = print,
+        progress: bool | None = None,
+    ) -> None:
+        """``progress``: Lightning's progress bar (None: only when stderr is a terminal)."""
         self.recipe = recipe
+        self.progress = progress_wanted() if progress is None else progress
         self.run_dir = Path(run_dir)
         # with several processes (torchrun, DDP) only the first one talks
         self.log = log if rank_zero_only.rank == 0 else (lambda message: None)
@@ -83,7 +87,7 @@ class RecipeRun:
     def _check_run_dir(self, restart: bool) -> None:
         path = self.run_dir / "recipe.json"
         if path.exists() and not restart:
-            if json.loads(path.read_text()) != json.loads(self.recipe.fingerprint()):
+            if _stored_fingerprint(path) != self.recipe.fingerprint():
                 raise ConfigError(
                     f"{self.run_dir} holds a run of a different recipe (see {path}); use another --run-dir, "
                     "or --restart to discard that run"
@@ -138,6 +142,7 @@ class RecipeRun:
                 batch_size=settings.batch_size,
                 compression=settings.compression,
                 trainer=self.recipe.trainer,
+                trainer_overrides={"enable_progress_bar": self.progress},
             )
         return cache
 
@@ -174,10 +179,8 @@ class RecipeRun:
             centre_bias = crossval.settings.get("centre_bias")
             for column, label in CARD_COLUMNS:
                 value = round(crossval.score(Row.MODEL, column), 4)
-                where = split
-                if column == Column.IG_VS_CENTRE_BIAS and centre_bias and "convention" in centre_bias:
-                    where = f"{split}; centre bias: {describe_settings(centre_bias)}"
-                evaluation.append(CardMetric(final.train, label, value, where, "bits/fixation"))
+                against = centre_bias if column == Column.IG_VS_CENTRE_BIAS and centre_bias else None
+                evaluation.append(CardMetric(final.train, label, value, split, "bits/fixation", centre_bias=against))
             fraction = crossval.truth_fraction
             if fraction is not None:
                 evaluation.append(CardMetric(final.train, "IG / true IG", round(100 * fraction, 1), split, "%"))
@@ -255,12 +258,11 @@ class RecipeRun:
         self.log(f"{label}: training {members} member(s) for {stage.epochs} epochs" + (" (resuming)" if resume else ""))
         trainer = make_trainer(
             self.recipe.trainer,
+            run_dir=directory,  # the recipe's loggers write here; its callbacks follow ours
             max_epochs=stage.epochs,
-            logger=CSVLogger(directory, name="logs", version=0),
+            enable_progress_bar=self.progress,
             # one rolling checkpoint, rewritten (atomically) after every epoch: what a resume starts from
             callbacks=[ModelCheckpoint(dirpath=directory / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)],
-            default_root_dir=directory,
-            log_every_n_steps=1,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         best = module.best_model()
@@ -309,6 +311,15 @@ def check_checkpoint(path: Path) -> None:
             f"cannot resume from {path}: the checkpoint is damaged or truncated ({' '.join(str(error).split())[:200]}); "
             "delete it to train this stage from its start, or rerun with --restart to start the whole run over"
         ) from None
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the recipe a run directory holds (fields added since filled with their
+    defaults); None if it cannot be read as a recipe."""
+    try:
+        return recipe_from_dict(json.loads(path.read_text()), where=str(path)).fingerprint()
+    except (ConfigError, ValueError, OSError):
+        return None
 
 
 def _is_global_zero() -> bool:

@@ -21,5 +21,7 @@ _ANCHORS = np.array(
 def apply_colormap(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] (any shape) to uint8 RGB (shape + (3,))."""
     values = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
-    channels = [np.interp(values, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)]
-    return np.stack(channels, axis=-1).round().astype(np.uint8)
+    out = np.empty(values.shape + (3,), dtype=np.uint8)
+    for c in range(3):  # channel by channel: no (..., 3) float64 stack (rint rounds like round)
+        out[..., c] = np.rint(np.interp(values, _ANCHORS[:, 0], _ANCHORS[:, c + 1]))
+    return out

@@ -27,8 +27,11 @@ def _density(log_density: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def mass_thresholds(log_density: torch.Tensor | np.ndarray, levels: Sequence[float] = MASS_LEVELS) -> np.ndarray:
     """Density thresholds t_q such that the pixels with density >= t_q hold mass q, for each level."""
-    density = _density(log_density).ravel()
-    ordered = np.sort(density)[::-1]
+    return _thresholds(_density(log_density), levels)
+
+
+def _thresholds(density: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    ordered = np.sort(density.ravel())[::-1]
     cumulative = np.cumsum(ordered)
     positions = np.searchsorted(cumulative, np.asarray(levels) * cumulative[-1])
     return ordered[np.minimum(positions, ordered.size - 1)]
@@ -36,9 +39,12 @@ def mass_thresholds(log_density: torch.Tensor | np.ndarray, levels: Sequence[flo
 
 def mass_contours(log_density: torch.Tensor | np.ndarray, levels: Sequence[float] = MASS_LEVELS, width: int = 1) -> np.ndarray:
     """Boolean (H, W) mask of the contour lines at the given mass levels, ``width`` pixels wide."""
-    density = _density(log_density)
+    return _contours(_density(log_density), levels, width)
+
+
+def _contours(density: np.ndarray, levels: Sequence[float], width: int) -> np.ndarray:
     lines = np.zeros(density.shape, dtype=bool)
-    for threshold in mass_thresholds(log_density, levels):
+    for threshold in _thresholds(density, levels):
         inside = density >= threshold
         padded = np.pad(inside, 1, mode="edge")
         interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
@@ -73,18 +79,21 @@ def density_overlay(
     density = _density(log_density)
     if base.shape[:2] != density.shape:
         raise ValueError(f"image is {base.shape[:2]} but the density is {density.shape}")
-    out = base * 0.55 + 30.0
-    if show_density:
+    out = base * 0.55
+    out += 30.0
+    if show_density:  # out * (1 - alpha) + colour * alpha, in place
         relative = np.sqrt(density / density.max()).astype(np.float32)
         colour = apply_colormap(relative).astype(np.float32)
         alpha = (0.25 + 0.6 * relative)[..., None]
-        out = out * (1 - alpha) + colour * alpha
+        out *= 1 - alpha
+        colour *= alpha
+        out += colour
     if show_contours:
         thickness = max(1, round(min(density.shape) / 250))
-        out[mass_contours(log_density, levels, thickness)] = (255.0, 255.0, 255.0)
+        out[_contours(density, levels, thickness)] = (255.0, 255.0, 255.0)  # the density computed once
     if fixations is not None:
         radius = max(1, round(min(density.shape) / 150))
         for x, y in zip(*fixations):
             r0, c0 = int(y), int(x)
             out[max(0, r0 - radius) : r0 + radius + 1, max(0, c0 - radius) : c0 + radius + 1] = (60.0, 220.0, 255.0)
-    return Image.fromarray(out.clip(0, 255).round().astype(np.uint8))
+    return Image.fromarray(np.rint(np.clip(out, 0, 255, out=out), out=out).astype(np.uint8))
