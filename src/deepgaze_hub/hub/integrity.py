@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..errors import WeightsError
+from ..io.download import file_sha256
 
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, as 64 lowercase hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["file_sha256", "verify_sha256"]
 
 
 def verify_sha256(path: str | Path, expected: str, where: str) -> None:
