@@ -160,6 +160,33 @@ def test_gold_standard_matches_its_definition(small):
     assert torch.allclose(no_fixations, centerbias.log_density((9, 13)), atol=1e-6)
 
 
+def test_gold_standard_maps_of_an_image_at_once_match_the_definition(small):
+    fix, sizes = small
+    centerbias = fit_centerbias((fix, sizes), grid_size=16)
+    gold = fit_gold_standard((fix, sizes), centerbias)
+    h, a = gold.bandwidth, gold.centerbias_weight
+    image = 3
+    H, W = sizes[image]
+    cb = centerbias.log_density((H, W)).double().exp().numpy()
+    c, r = np.arange(W), np.arange(H)
+    on_image = fix.image == image
+    observers = [*np.unique(fix.observer[on_image]).tolist(), None, 99]  # 99: not on the image, i.e. everyone
+    maps = gold.log_densities((fix, sizes), image, observers)
+    assert maps.shape == (len(observers), H, W) and maps.dtype == torch.float32
+    for k, observer in enumerate(observers):
+        kept = on_image & (fix.observer != (-1 if observer is None else observer))
+        u, v = fix.x[kept] / W, fix.y[kept] / H
+        cells = mass(r[:, None] / H, (r[:, None] + 1) / H, v, h) @ mass(c[:, None] / W, (c[:, None] + 1) / W, u, h).T
+        kde = cells / (mass(0, 1, u, h) * mass(0, 1, v, h)).sum()
+        expected = np.log((1 - a) * kde + a * cb)
+        np.testing.assert_allclose(maps[k].numpy(), expected - np.log(np.exp(expected).sum()), rtol=0, atol=2e-6)
+        assert torch.equal(maps[k], gold.log_density((fix, sizes), image, observer=observer))
+    lonely = Fixations.build(image=np.zeros(2, int), x=np.array([3.5, 9.0]), y=np.array([2.0, 7.5]), observer=np.zeros(2, int))
+    alone = gold.log_densities((lonely, sizes[:1]), 0, [0, None])  # without observer 0 nobody is left: the centre bias
+    assert torch.allclose(alone[0], centerbias.log_density(tuple(sizes[0])), atol=1e-6)
+    assert not torch.allclose(alone[1], alone[0], atol=1e-3)
+
+
 def test_gold_standard_on_synthetic_data_sits_between_centre_bias_and_truth(tmp_path):
     ds = make_synthetic_dataset(tmp_path / "s.h5", 12, size=(48, 64), num_observers=8, seed=5)
     centerbias = fit_centerbias(ds)

@@ -9,6 +9,8 @@ from PIL import Image
 
 from deepgaze_hub import BackboneConfig, DeepGaze, DeepGazeConfig
 from deepgaze_hub.cli import main
+from deepgaze_hub.io.images import load_image
+from deepgaze_hub.visualization import density_overlay
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,25 @@ def test_predict_writes_npy_and_png_skips_bad_files_and_resumes(model_dir, image
     status = main(["predict", str(images), "--model", str(model_dir), "--out", str(out), "--format", "npy,png"])
     assert status == 1 and "2 already done" in capsys.readouterr().err
     assert (out / "photos" / "a.npy").stat().st_mtime_ns == before
+
+
+def test_overlays_are_the_overlay_of_the_image_and_its_density(model_dir, tmp_path):
+    """Each PNG holds exactly density_overlay(image, .npy): 8-bit RGB and grayscale inputs (drawn on
+    the decoded bytes) and a 16-bit one (rounded from its float pixels)."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rgb = (rng.random((50, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.jpg")
+    Image.fromarray((rng.random((70, 90)) * 65535).astype(np.uint16)).save(folder / "deep.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--model", str(model_dir), "--out", str(out)]) == 0
+    for image in sorted(folder.iterdir()):
+        written = Image.open(out / "inputs" / f"{image.stem}.png")
+        assert written.format == "PNG" and written.mode == "RGB"
+        expected = density_overlay(load_image(image), np.load(out / "inputs" / f"{image.stem}.npy"))
+        np.testing.assert_array_equal(np.asarray(written), np.asarray(expected))
 
 
 def test_single_file_and_npy_only(model_dir, images, tmp_path):

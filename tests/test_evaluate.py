@@ -242,3 +242,39 @@ def test_cli_errors(synthetic_dataset, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "mit"), "--data", str(tmp_path / "missing.h5"), "--quiet"]) == 1
     assert "no such dataset file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_gold_standard_scores_each_observer_with_its_own_map(synthetic_dataset, tmp_path):
+    """The batched leave-one-observer-out maps score like one `log_density` map per observer and
+    image; an image nobody looked at is left out of the per-observer metrics."""
+    from deepgaze_hub.data import FixationDataset
+    from deepgaze_hub.evaluation.evaluate import gold_standard_scores
+
+    ds = synthetic_dataset
+    emptied = 1
+    kept = ds.fixations[ds.fixations.image != emptied]
+    data = FixationDataset.create(
+        tmp_path / "gap.h5", images=[ds.image_bytes(i) for i in range(len(ds))], fixations=kept, image_names=ds.image_names
+    )
+    centerbias = fit_centerbias(data)
+    gold = fit_gold_standard(data, centerbias)
+    whole = []
+
+    def score(maps, metrics):
+        whole.extend(maps)
+        return {}
+
+    results = gold_standard_scores(gold, data, ["LL", "AUC", "NSS", "CC"], score, progress=False)
+    assert len(whole) == len(data) and all(torch.equal(m, gold.log_density(data, i)) for i, m in enumerate(whole))
+    for metric in ("LL", "AUC", "NSS"):
+        assert math.isnan(results[metric].per_image[emptied]) and not results[metric].per_image.isnan().all()
+    for index in (0, 2):
+        own = data.fixations_of(index)
+        observers, local = np.unique(own.observer, return_inverse=True)
+        maps = torch.stack([gold.log_density(data, index, observer=int(o)) for o in observers])
+        expected = evaluate_log_densities(maps, own.x, own.y, local.reshape(-1), metrics=["LL", "AUC", "NSS"])
+        first = int(np.flatnonzero(data.fixations.image == index)[0])
+        for metric in ("LL", "AUC", "NSS"):
+            torch.testing.assert_close(
+                results[metric].per_fixation[first : first + len(own)], expected[metric].per_fixation, rtol=0, atol=1e-12
+            )

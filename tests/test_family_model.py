@@ -72,6 +72,21 @@ def test_zoom_nearest_template_is_the_authors_centerbias(template, size):
     torch.testing.assert_close(bias(size), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("resize", ["bilinear", "zoom_nearest"])
+def test_template_at_the_last_size_is_reused_until_the_template_changes(resize):
+    module = CenterBiasTemplate((32, 32), resize=resize)
+    first = module((20, 30))
+    first += 100.0  # a caller's in-place change does not reach the next call
+    second = module((20, 30))
+    torch.testing.assert_close(second, CenterBiasTemplate((32, 32), resize=resize)((20, 30)), atol=0, rtol=0)
+    module.log_density.data[3, 4] += 1.0  # changed behind autograd's back: compared by value
+    changed = module((20, 30))
+    fresh = CenterBiasTemplate((32, 32), resize=resize)
+    fresh.log_density.copy_(module.log_density)
+    assert not torch.equal(changed, second)
+    torch.testing.assert_close(changed, fresh((20, 30)), atol=0, rtol=0)
+
+
 def test_bilinear_stays_the_default_template_resizing():
     assert DeepGazeConfig(backbone=BackboneConfig(weights=None)).centerbias_resize == "bilinear"
     with pytest.raises(ValueError):
@@ -152,6 +167,24 @@ def test_two_backbones_mix_all_members_with_equal_weight():
     torch.testing.assert_close(model(x, members=3), members[:, 3], atol=1e-5, rtol=0)
     with pytest.raises(ValueError):
         model(x, members=[5])
+
+
+@pytest.mark.parametrize("factors", [(2, 2), (2, 3)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_two_backbones_mixture_on_shared_and_separate_grids(factors, grad):
+    """Backbones with the same saliency_map_factor add their members on one grid; others mix at
+    full resolution; with and without gradients, far tails included."""
+    model = two_backbone_model()
+    model.config.pathways[0].saliency_map_factor = factors[1]
+    model.pathways[0].finalizer.saliency_map_factor = factors[1]
+    x = random_images(2, 41, 53)
+    steep = -torch.linspace(0, 600, 53).expand(2, 41, 53)  # exp underflows far from the left edge
+    for centerbias in (None, steep):
+        with torch.set_grad_enabled(grad):
+            members = model.member_log_densities(x, centerbias)
+            mixture = model(x, centerbias)
+        assert torch.isfinite(mixture).all()
+        torch.testing.assert_close(mixture, members.logsumexp(dim=1) - np.log(5), atol=1e-4, rtol=1e-6)
 
 
 def test_two_backbones_features_and_subsets():
@@ -337,15 +370,18 @@ def _exact_mixture(finalizer: Finalizer, readout, centerbias, members) -> torch.
 
 @pytest.mark.parametrize("mode", ["nearest", "antialias"])
 @pytest.mark.parametrize("size", [(48, 64), (47, 61)])
-def test_streamed_mixture_equals_the_log_space_mixture(mode, size):
+@pytest.mark.parametrize("grad", [False, True])  # without gradients the centre bias is added by the product
+def test_streamed_mixture_equals_the_log_space_mixture(mode, size, grad):
     generator = torch.Generator().manual_seed(0)
-    finalizer = _finalizer(19, mode)  # more members than one chunk, not a multiple of it
+    finalizer = _finalizer(19, mode)
     readout = 3 * torch.randn(2, 19, 5, 7, generator=generator)
     centerbias = torch.randn(2, *size, generator=generator).log_softmax(-1)
     members = torch.arange(19).flip(0)
-    out = finalizer(readout, centerbias, members, mixture=True)
+    with torch.set_grad_enabled(grad):
+        out = finalizer(readout, centerbias, members, mixture=True)
     assert out.shape == (2, *size)
-    torch.testing.assert_close(out, _exact_mixture(finalizer, readout, centerbias, members), atol=1e-5, rtol=0)
+    exact = _exact_mixture(finalizer, readout, centerbias, members)
+    torch.testing.assert_close(out, exact, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.exp().sum((1, 2)), torch.ones(2), atol=1e-5, rtol=0)
 
 
@@ -383,7 +419,7 @@ def test_streamed_mixture_gradients_equal_the_log_space_ones():
 
 
 @pytest.mark.parametrize("mode", ["nearest", "antialias"])
-@pytest.mark.parametrize(("n_in", "n_out"), [(24, 384), (5, 3), (7, 30)])
+@pytest.mark.parametrize(("n_in", "n_out"), [(24, 384), (5, 3), (7, 30), (10, 4), (1, 5), (5, 1), (13, 13)])
 def test_blurred_resize_matrix_is_resize_then_replicate_padded_blur(mode, n_in, n_out):
     sigma = torch.tensor([0.7, 2.5, 9.0])
     matrix = blurred_resize_matrix(n_in, n_out, sigma, 3.0, mode)
@@ -396,6 +432,26 @@ def test_blurred_resize_matrix_is_resize_then_replicate_padded_blur(mode, n_in, 
         padded = torch.cat([resized[:1].expand(radius, -1), resized, resized[-1:].expand(radius, -1)])
         expected = torch.stack([taps @ padded[i : i + 2 * radius + 1] for i in range(n_out)])
         torch.testing.assert_close(matrix[k], expected, atol=1e-6, rtol=0)
+
+
+def test_blur_matrices_are_reused_only_for_the_same_sizes_and_sigmas():
+    finalizer = _finalizer(4, "nearest")
+    members = torch.arange(4)
+    grid = finalizer.grid(torch.zeros(1, 40, 52))
+    with torch.no_grad():
+        first = finalizer.blur_matrices((5, 7), grid, members)
+        assert finalizer.blur_matrices((5, 7), grid, members) is first  # built once for one size
+        finalizer.sigma.data[2] = 4.25  # changed behind autograd's back: compared by value
+        changed = finalizer.blur_matrices((5, 7), grid, members)
+        other_size = finalizer.blur_matrices((6, 7), finalizer.grid(torch.zeros(1, 48, 52)), members)
+        subset = finalizer.blur_matrices((5, 7), grid, members[:2])
+    for got, sigma, size in ((changed, finalizer.sigma, (5, 7)), (other_size, finalizer.sigma, (6, 7)), (subset, finalizer.sigma[:2], (5, 7))):
+        grid_size = (24 if size[0] == 6 else 20, 26)
+        for matrix, n_in, n_out in zip(got, size, grid_size):
+            torch.testing.assert_close(matrix, blurred_resize_matrix(n_in, n_out, sigma.detach(), 3.0, "nearest"), atol=0, rtol=0)
+    # with gradients the matrices are built afresh, in the graph
+    rows, _ = finalizer.blur_matrices((5, 7), grid, members)
+    assert rows.requires_grad and rows is not changed[0]
 
 
 def test_expand_picks_the_grid_pixels_of_the_index_maps():

@@ -458,3 +458,98 @@ def test_results_on_gpu_match_cpu(dataset):
     for name in cpu:
         assert gpu[name].per_image.device.type == "cuda"
         assert torch.allclose(gpu[name].per_image.cpu(), cpu[name].per_image, equal_nan=True, atol=1e-9), name
+
+
+# ----------------------------------------------------------------------------- fast paths against the plain computation
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+@pytest.mark.parametrize("mode", ["constant", "reflect", "nearest"])
+def test_blur_on_the_grid_equals_the_blur_of_the_upsampled_map(factor, mode):
+    from deepgaze_hub.baselines.blur import gaussian_blur, gaussian_matrix, upsampled_gaussian_blur
+
+    generator = torch.Generator().manual_seed(factor)
+    for grid_size, sigma in [((7, 5), 2.5), ((12, 16), 3.0), ((6, 9), 24.0)]:  # odd and even sizes; radius > size
+        grid = torch.rand(2, *grid_size, generator=generator, dtype=torch.float64) ** 3
+        grid[0, 0, :] = 0.0  # exact zeros on a border
+        full = grid.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+        height, width = full.shape[1:]
+        dense = gaussian_matrix(height, sigma, mode) @ full @ gaussian_matrix(width, sigma, mode).T
+        on_grid = upsampled_gaussian_blur(grid, factor, sigma, mode)
+        assert on_grid.shape == full.shape
+        assert torch.allclose(on_grid, dense, rtol=1e-9, atol=0), (grid_size, sigma)
+        assert torch.allclose(gaussian_blur(full, sigma, mode), dense, rtol=1e-9, atol=0)
+        reference = np.stack([gaussian_filter(m, sigma, mode=mode) for m in full.numpy()])
+        assert np.allclose(on_grid.numpy(), reference, rtol=1e-9, atol=1e-300)
+
+
+def test_upsampled_grid_is_found_only_on_exact_blocks():
+    from deepgaze_hub.evaluation.saliency_maps import grid_pixels, upsampled_grid
+
+    log_density = torch.as_tensor(np.stack([smooth_log_density((6, 8), seed) for seed in range(3)]))
+    grid = upsampled_grid(log_density)
+    assert torch.equal(grid, log_density[:, ::2, ::2])
+    pixel = torch.arange(48)
+    assert torch.equal(grid.reshape(3, -1)[:, grid_pixels(pixel, 8)], log_density.reshape(3, -1))
+    broken = log_density.clone()
+    broken[2, 5, 7] -= 1e-12  # one pixel of one map off its block
+    assert upsampled_grid(broken) is None
+    assert upsampled_grid(log_density[:, :5]) is None  # odd height
+    assert upsampled_grid(log_density[:, :, 1:]) is None  # odd width
+
+
+def test_density_metrics_on_the_grid_equal_the_full_resolution_route(dataset, monkeypatch):
+    from deepgaze_hub.evaluation import probabilistic
+
+    log_densities, xs, ys, ns = dataset  # 2 x 2 blocks: the grid route; fixations on the borders
+    maps = [torch.as_tensor(ld) for ld in log_densities]
+    names = ["AUC", "NSS", "CC", "KLDiv", "SIM"]
+    on_grid = evaluate_log_densities(maps, xs, ys, ns, metrics=names, model_sigma=5.0, empirical_sigma=3.0)
+    monkeypatch.setattr(probabilistic, "upsampled_grid", lambda chunk: None)
+    monkeypatch.setattr(probabilistic, "MAP_PIXELS", 1)  # one image at a time
+    full = evaluate_log_densities(maps, xs, ys, ns, metrics=names, model_sigma=5.0, empirical_sigma=3.0)
+    for name in names:
+        assert torch.allclose(on_grid[name].per_image, full[name].per_image, rtol=1e-9, atol=1e-12, equal_nan=True), name
+
+
+def test_density_metrics_without_blocks_match_the_reference():
+    rng = np.random.default_rng(5)
+    sizes = [(15, 21), (15, 21), (16, 22)]  # odd sizes, and an even size without 2 x 2 blocks
+    log_densities = []
+    for size in sizes:
+        values = rng.normal(0, 1, size)
+        log_densities.append(values - logsumexp(values))
+    xs = np.array([0.0, 20.99, 10.5, 3.2, 21.9, 0.0])
+    ys = np.array([14.99, 0.0, 7.5, 2.2, 15.9, 0.0])
+    ns = np.array([0, 0, 1, 1, 2, 2])
+    results = evaluate_log_densities([torch.as_tensor(ld) for ld in log_densities], xs, ys, ns, model_sigma=2.0, empirical_sigma=1.5)
+    densities = [np.exp(ld) for ld in log_densities]
+    assert np.allclose(results["NSS"].per_fixation.numpy(), ref_nss(densities, xs, ys, ns), atol=1e-9)
+    assert np.allclose(results["AUC"].per_fixation.numpy(), ref_auc(densities, xs, ys, ns, "index"), atol=1e-12)
+    for k, density in enumerate(densities):
+        model_map = gaussian_filter(density, 2.0, mode="constant")
+        empirical = ref_empirical(xs, ys, ns, k, density.shape, 1.5)
+        assert results["CC"].per_image[k].item() == pytest.approx(ref_cc(model_map, empirical), abs=1e-10)
+        assert results["KLDiv"].per_image[k].item() == pytest.approx(ref_kldiv(model_map, empirical), abs=1e-10)
+        assert results["SIM"].per_image[k].item() == pytest.approx(ref_sim(model_map, empirical), abs=1e-10)
+
+
+@pytest.mark.parametrize("ties", ["average", "index"])
+def test_sauc_with_many_ties(dataset, ties):
+    log_densities, xs, ys, ns = dataset
+    smaps = [np.round(np.exp(ld) * 100) for ld in log_densities]  # few distinct values: most negatives tie
+    smaps[2][:] = 1.0  # a constant map: every negative ties with every fixation
+    result = sauc([torch.as_tensor(s) for s in smaps], xs, ys, ns, ties=ties)
+    assert np.allclose(result.per_fixation.numpy(), ref_sauc(smaps, xs, ys, ns, ties), atol=1e-12, equal_nan=True)
+
+
+def test_padding_of_a_chunk_never_reads_another_images_pixels():
+    # image 0 is larger and its fixation reads pixel 99; images 1 and 2 (4 x 4) have 1 and 2 fixations
+    maps = [torch.full((10, 10), -math.log(100.0)), torch.full((4, 4), -math.log(16.0)), torch.full((4, 4), -math.log(16.0))]
+    x, y, n = [9.5, 1.0, 2.0, 3.0], [9.5, 1.0, 2.0, 3.0], [0, 1, 2, 2]
+    assert nss([m.exp() for m in maps], x, y, n).per_fixation.tolist() == [0.0] * 4
+    assert auc([m.exp() for m in maps], x, y, n).per_fixation.tolist() == [0.5] * 4
+    results = evaluate_log_densities(maps, x, y, n, model_sigma=1.0, empirical_sigma=1.0)
+    assert results["LL"].per_fixation.tolist() == pytest.approx([-math.log(100.0)] + [-math.log(16.0)] * 3)
+    assert results["NSS"].per_fixation.tolist() == [0.0] * 4
+    assert empirical_saliency_maps(x, y, n, [(10, 10), (4, 4), (4, 4)], 1.0)[2].sum().item() == pytest.approx(2.0)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from deepgaze_hub import BackboneConfig, ConfigError, DeepGaze, DeepGazeConfig, DeepGazeError, FeatureExtractor, WeightsError
-from deepgaze_hub.model.backbone import build_backbone
+from deepgaze_hub.model.backbone import OWN_BACKBONES, build_backbone
 
 from conftest import make_tiny_model, random_images, tiny_config, tiny_network
 
@@ -127,6 +127,49 @@ def test_weights_from_a_safetensors_file(tmp_path):
     save_file(bad, str(tmp_path / "bad.safetensors"))
     with pytest.raises(WeightsError, match="missing"):
         build_backbone(BackboneConfig(weights=str(tmp_path / "bad.safetensors"), **SQUEEZE))
+
+
+def test_loaded_weights_fill_every_tensor_and_skip_the_random_init(tmp_path, monkeypatch):
+    """Weights loaded at build time: the network is built on the meta device, so no random
+    initialisation runs, and every tensor of the pruned network comes from the file."""
+    torch.manual_seed(6)
+    state = torchvision.models.resnet18().state_dict()
+    save_file(state, str(tmp_path / "resnet.safetensors"))
+    config = BackboneConfig(name="resnet18", weights=str(tmp_path / "resnet.safetensors"), layers=["layer2.1.conv2"], channels=None)
+    calls = []
+    original = nn.init.kaiming_normal_
+    def counting(tensor, *args, **kwargs):
+        calls.append(tensor.device.type)
+        return original(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(nn.init, "kaiming_normal_", counting)
+    extractor = build_backbone(config)
+    assert calls and set(calls) == {"meta"}  # torchvision's initialisation ran on the meta device only
+    loaded = extractor.network.state_dict()
+    assert loaded and all(torch.equal(value, state[key]) for key, value in loaded.items())
+    monkeypatch.undo()
+    seeded = build_backbone(BackboneConfig(name="resnet18", weights=None, layers=["layer2.1.conv2"], channels=None))
+    seeded.network.load_state_dict({k: state[k] for k in seeded.network.state_dict()})
+    images = random_images(1, 64, 64)
+    torch.testing.assert_close(extractor(images)[0], seeded(images)[0], atol=0, rtol=0)
+
+
+def test_a_network_with_unsaved_buffers_is_initialised_before_loading(tmp_path, monkeypatch):
+    class WithScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.register_buffer("scale", torch.full((1,), 2.0), persistent=False)
+
+        def forward(self, x):
+            return self.conv(x) * self.scale
+
+    state = WithScale().state_dict()
+    save_file(state, str(tmp_path / "scale.safetensors"))
+    monkeypatch.setitem(OWN_BACKBONES, "scaled", WithScale)
+    extractor = build_backbone(BackboneConfig(name="scaled", weights=str(tmp_path / "scale.safetensors"), layers=["conv"], channels=None))
+    assert float(extractor.network.scale) == 2.0
+    assert torch.equal(extractor.network.conv.weight, state["conv.weight"])
 
 
 def test_too_small_image_says_so():

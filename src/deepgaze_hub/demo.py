@@ -38,7 +38,7 @@ from .io.progress import progress_wanted
 from .model.deepgaze import DeepGaze
 from .training.recipe import load_recipe
 from .training.runner import RecipeRun
-from .visualization import density_overlay, fixation_figure
+from .visualization import density_overlay, fixation_figure, save_png
 
 RECIPE = "synthetic-small"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
@@ -194,7 +194,7 @@ def _predictions_and_figures(model: DeepGaze, dataset, out: Path, count: int) ->
 
 def _save_png(path: Path, picture) -> None:
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
+        save_png(picture, tmp)
 
 
 def _summary(result: DemoResult) -> str:

@@ -70,16 +70,30 @@ def impulse_responses(
     """
     gaussian_matrix(1, sigma, mode)  # checks the arguments
     matrix = _matrix(int(size), float(sigma), mode, float(truncate), dtype, str(sources.device))
-    return matrix[:, sources]
+    return matrix.index_select(1, sources.reshape(-1)).view(matrix.shape[0], *sources.shape)  # (faster than [:, sources])
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "reflect", *, truncate: float = 4.0) -> torch.Tensor:
     """Blur (..., H, W) maps by a Gaussian of std ``sigma`` pixels, like ``gaussian_filter`` per map."""
-    height, width = maps.shape[-2:]
+    return upsampled_gaussian_blur(maps, 1, sigma, mode, truncate=truncate)
+
+
+def upsampled_gaussian_blur(
+    grid: torch.Tensor, factor: int, sigma: float, mode: str = "reflect", *, truncate: float = 4.0
+) -> torch.Tensor:
+    """`gaussian_blur` of (..., h, w) maps nearest-upsampled by ``factor``, computed on the grid.
+
+    The upsampled maps, (..., factor * h, factor * w), repeat each grid value on a factor x factor
+    block; the blur of a repeated value is the sum of the ``factor`` matrix columns it fills, so the
+    blur is done with (L, L / factor) matrices of summed columns, banded like the full ones, and about
+    ``factor`` times fewer products. Equal to blurring the upsampled maps to ~1e-15 relative.
+    """
+    height, width = grid.shape[-2:]
     block = max(MIN_BLOCK, int(truncate * sigma + 0.5))
-    rows = _blocks(height, float(sigma), mode, float(truncate), block, maps.dtype, str(maps.device))
-    cols = _blocks(width, float(sigma), mode, float(truncate), block, maps.dtype, str(maps.device))
-    return _apply_blocks(_apply_blocks(maps, cols, along_rows=False), rows, along_rows=True)
+    key = (float(sigma), mode, float(truncate), block, grid.dtype, str(grid.device), int(factor))
+    rows = _blocks(height * factor, *key)
+    cols = _blocks(width * factor, *key)
+    return _apply_blocks(_apply_blocks(grid, cols, along_rows=False), rows, along_rows=True)
 
 
 #: Smallest block of outputs computed by one matrix product in `banded_product`.
@@ -97,11 +111,11 @@ Block = tuple[int, int, int, int, torch.Tensor]
 
 
 def band_blocks(matrix: torch.Tensor, block: int) -> list[Block]:
-    """The (L, L) ``matrix`` cut into blocks of ``block`` output rows, each with the input span it reaches."""
-    size = matrix.shape[0]
+    """The (L, K) ``matrix`` cut into blocks of ``block`` output rows, each with the input span it reaches."""
+    size, inputs = matrix.shape
     nonzero = matrix != 0
-    positions = torch.arange(size, device=matrix.device)
-    first = torch.where(nonzero, positions, size).amin(1)
+    positions = torch.arange(inputs, device=matrix.device)
+    first = torch.where(nonzero, positions, inputs).amin(1)
     last = torch.where(nonzero, positions, -1).amax(1)
     blocks = []
     for start in range(0, size, block):
@@ -113,14 +127,21 @@ def band_blocks(matrix: torch.Tensor, block: int) -> list[Block]:
 
 
 @lru_cache(maxsize=16)
-def _blocks(size: int, sigma: float, mode: str, truncate: float, block: int, dtype: torch.dtype, device: str) -> list[Block]:
-    """`band_blocks` of `gaussian_matrix`, kept: evaluations blur many maps of a few sizes."""
+def _blocks(
+    size: int, sigma: float, mode: str, truncate: float, block: int, dtype: torch.dtype, device: str, factor: int = 1
+) -> list[Block]:
+    """`band_blocks` of `gaussian_matrix` with each ``factor`` adjacent columns summed, kept: evaluations
+    blur many maps of a few sizes."""
     gaussian_matrix(size, sigma, mode)  # checks the arguments
-    return band_blocks(_matrix(size, sigma, mode, truncate, dtype, device), block)
+    matrix = _matrix(size, sigma, mode, truncate, dtype, device)
+    if factor > 1:
+        matrix = matrix.view(size, size // factor, factor).sum(2)
+    return band_blocks(matrix, block)
 
 
 def _apply_blocks(maps: torch.Tensor, blocks: list[Block], *, along_rows: bool) -> torch.Tensor:
-    out = torch.empty_like(maps)
+    size = blocks[-1][1] if blocks else 0  # outputs (rows of the matrix)
+    out = maps.new_empty(*maps.shape[:-2], size, maps.shape[-1]) if along_rows else maps.new_empty(*maps.shape[:-1], size)
     flat = maps.reshape(-1, maps.shape[-1])  # (N * H, W): one product per block along the columns
     for start, stop, low, high, part in blocks:
         if high == low:

@@ -15,7 +15,8 @@ explained information gain (see docs/design.md).
 
 `GoldStandardModel.log_likelihoods` gives per-fixation log-probabilities (nats);
 `GoldStandardModel.log_density` gives the (H, W) map for an image, without one observer (the
-density that scores that observer) or from all observers. The two agree exactly: the map read at
+density that scores that observer) or from all observers; `GoldStandardModel.log_densities` gives
+several such maps of one image at once. The two agree exactly: the map read at
 a fixation's pixel is exp of its log-likelihood.
 """
 
@@ -64,7 +65,7 @@ class GoldStandardModel:
     centerbias_weight: float
     centerbias: CenterBiasModel
     cv_log_likelihood: float | None = None
-    #: float64 centre-bias density per image size, made once: `log_density` runs once per observer and image
+    #: (float64 centre-bias density, a times it) per image size, made once: `log_densities` runs once per image
     _centerbias_densities: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def log_likelihoods(self, data, images=None, *, device: torch.device | str = "cpu") -> np.ndarray:
@@ -85,21 +86,33 @@ class GoldStandardModel:
 
         ``observer=None`` uses every observer's fixations (the empirical density of the image).
         """
+        return self.log_densities(data, index, [observer])[0]
+
+    def log_densities(self, data, index: int, observers) -> torch.Tensor:
+        """float32 (K, H, W): `log_density` of image ``index`` without each of the K ``observers``
+        (observer ids; None keeps every observer), all from one batched product.
+
+        The kernels of the image's fixations are evaluated once, (H, n) along y and (W, n) along x;
+        map k is ``rows @ diag(keep_k) @ cols.T`` over its kept fixations (a product, not the full
+        estimate minus the left-out observer's kernels, so no precision is lost to cancellation).
+        """
         fixations, sizes = selected_fixations(data)
         height, width = (int(v) for v in sizes[index])
-        fixations = fixations[(fixations.image == index) & (fixations.observer != (-1 if observer is None else observer))]
+        fixations = fixations[fixations.image == index]
+        a = self.centerbias_weight
         centerbias = self._centerbias_densities.get((height, width))
-        if centerbias is None:
-            centerbias = self.centerbias.log_density((height, width)).double().exp()
-            self._centerbias_densities[(height, width)] = centerbias
-        if not len(fixations):
-            density = centerbias
-        else:
-            u = torch.as_tensor(fixations.x / width)
-            v = torch.as_tensor(fixations.y / height)
-            rows, cols = cell_masses(height, v, self.bandwidth), cell_masses(width, u, self.bandwidth)
-            kde = rows @ cols.T / (rows.sum(0) * cols.sum(0)).sum()
-            density = (1 - self.centerbias_weight) * kde + self.centerbias_weight * centerbias
+        if centerbias is None:  # (density, a * density)
+            density = self.centerbias.log_density((height, width)).double().exp()
+            centerbias = self._centerbias_densities[(height, width)] = (density, a * density)
+        observer = torch.as_tensor(fixations.observer)
+        keep = torch.stack([observer != (-1 if o is None else int(o)) for o in observers]).double()  # (K, n)
+        rows = cell_masses(height, torch.as_tensor(fixations.y / height), self.bandwidth)  # (H, n)
+        cols = cell_masses(width, torch.as_tensor(fixations.x / width), self.bandwidth)  # (W, n)
+        normaliser = keep @ (rows.sum(0) * cols.sum(0))  # (K,) kernel mass inside the image
+        weights = keep * ((1 - a) / normaliser.clamp_min(1e-300))[:, None]  # (1 - a) / mass of each kept kernel
+        density = ((rows * weights[:, None, :]) @ cols.T).add_(centerbias[1])
+        if not bool((normaliser > 0).all()):  # nobody else looked: the centre bias alone
+            density[normaliser <= 0] = centerbias[0]
         return normalised_log(density)
 
 

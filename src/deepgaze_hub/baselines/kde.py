@@ -54,9 +54,9 @@ def held_out_difference(total: torch.Tensor, own: torch.Tensor, direct: Callable
 
 
 def normalised_log(density: torch.Tensor) -> torch.Tensor:
-    """float32 log of an (H, W) float64 density, renormalised so that its ``exp`` sums to 1."""
-    log_density = density.log()
-    return (log_density - torch.logsumexp(log_density.reshape(-1), 0)).float()
+    """float32 log of (..., H, W) non-negative float64 densities, each (H, W) map divided by its sum
+    (so that its ``exp`` sums to 1)."""
+    return density.log().sub_(density.sum((-2, -1), keepdim=True).log_()).float()
 
 
 def within_image_pairs(image: torch.Tensor, max_pairs: int = 4_000_000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

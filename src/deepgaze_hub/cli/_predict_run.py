@@ -22,9 +22,9 @@ import torch
 from ..errors import DeepGazeError
 from ..hub import load
 from ..io.atomic import atomic_path, atomic_save_npy, remove_stale_partials
-from ..io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, find_images, is_out_of_memory, load_image, open_image
+from ..io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, find_images, image_array, is_out_of_memory, load_image, open_image
 from ..io.scale import Scaling, pixels_per_degree, resize_image, resize_log_density
-from ..visualization import density_overlay
+from ..visualization import density_overlay, save_png
 from ._common import resolve_device, show_progress
 
 
@@ -200,9 +200,10 @@ class FolderPredictor:
         try:
             image = open_image(image_path, name, max_pixels=self.options.max_pixels)
             try:
-                pixels = load_image(image, name, max_pixels=self.options.max_pixels)
+                array = image_array(image, name)
             finally:
                 image.close()
+            pixels = load_image(array, name, max_pixels=self.options.max_pixels)
             scaling = self.model.scaling(
                 tuple(pixels.shape[-2:]),
                 pixels_per_degree=self.options.pixels_per_degree,
@@ -215,7 +216,7 @@ class FolderPredictor:
         except MemoryError:
             self._skip(f"{name}: out of memory decoding the image; downscale it or lower --max-pixels")
             return None
-        kept = _as_uint8(pixels) if "png" in self.formats else None  # 4x less memory while queued
+        kept = _overlay_pixels(array, pixels) if "png" in self.formats else None
         return _Prepared(image_path, stem, kept, working, scaling)
 
     def _batches(self, prepared: Iterator[Future]) -> Iterator[list[_Prepared]]:
@@ -266,8 +267,15 @@ class FolderPredictor:
             self._progress.update(1)
 
 
-def _as_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """(3, H, W) 0-255 float pixels as the (H, W, 3) uint8 array an overlay is drawn on."""
+def _overlay_pixels(array: np.ndarray, pixels: torch.Tensor) -> np.ndarray:
+    """The (H, W, 3) uint8 picture an overlay is drawn on (kept while queued: 4x less than float).
+
+    ``array``: the decoded image (`image_array`), ``pixels``: the same as (3, H, W) 0-255 floats.
+    An 8-bit RGB decode is that picture already; other images (16-bit, float) are rounded from
+    ``pixels``, which for 8-bit data would give the same values.
+    """
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
+        return array
     return pixels.permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
 
 
@@ -292,6 +300,6 @@ def _write(out: Path, stem: Path, formats: list[str], log_density: torch.Tensor,
             target = out / f"{stem}.png"
             overlay = density_overlay(pixels, log_density)
             with atomic_path(target) as tmp:
-                overlay.save(tmp, format="PNG")
+                save_png(overlay, tmp)
     except OSError as error:
         raise DeepGazeError(f"cannot write {target}: {error.strerror or error}") from None

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--centerbias-eps", type=float, default=None, metavar="E", help="with --centerbias pysaliency: uniform weight (default: MIT1003's 10**-14.88)")
     parser.add_argument("--export-pysaliency", type=Path, default=None, metavar="FILE.hdf5", help="also write the evaluated log densities as a pysaliency HDF5 model file")
     parser.add_argument("--export-mit", type=Path, default=None, metavar="DIR", help="also write the densities as MIT benchmark submission images (JPEG, each image's size)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     add_device_argument(parser)
     parser.set_defaults(func=run)
 

@@ -35,6 +35,7 @@ from PIL import Image
 
 from ..errors import EvaluationError
 from ..io.atomic import atomic_path
+from ..visualization.png import save_png
 
 #: Root attribute ``type`` of pysaliency's prediction files.
 PYSALIENCY_PREDICTIONS_TYPE = "pysaliency.precomputed_models.predictions"
@@ -115,7 +116,7 @@ def export_mit_submission(
             if image_format == "jpg":
                 image.save(tmp, format="JPEG", quality=quality)
             else:
-                image.save(tmp, format="PNG")
+                save_png(image, tmp)
         written.append(target)
     _check_count(len(written), len(stems), saliency_maps)
     return written

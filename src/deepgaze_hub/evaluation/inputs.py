@@ -184,6 +184,11 @@ class ScoredFixations:
         position = torch.where(valid, self._order[flat], 0) if len(self._order) else flat
         return position, valid
 
+    def padded_pixels(self, position: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(C, Fmax) flat pixels of a `padded` table; 0 where padded (a padding entry's own fixation
+        may belong to a larger image)."""
+        return torch.where(valid, self.pixel[position], 0)
+
 
 def _as_vector(data: ArrayLike, name: str, dtype: torch.dtype, device) -> torch.Tensor:
     try:
@@ -208,6 +213,6 @@ def read_at_fixations(maps: Maps, fixations: ScoredFixations) -> torch.Tensor:
     values = torch.full((len(fixations),), float("nan"), dtype=torch.float64, device=maps.device)
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
         position, valid = fixations.padded(indices)
-        read = chunk.reshape(len(indices), -1).gather(1, fixations.pixel[position]).to(torch.float64)
+        read = chunk.reshape(len(indices), -1).gather(1, fixations.padded_pixels(position, valid)).to(torch.float64)
         values[position[valid]] = read[valid]
     return values

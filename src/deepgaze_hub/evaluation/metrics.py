@@ -24,7 +24,6 @@ from .ranks import (
     auc_from_counts,
     counts_against_all_pixels,
     counts_against_negatives,
-    tie_keys,
 )
 from .results import MetricResult
 from .scratch import Scratch
@@ -52,7 +51,7 @@ def auc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, ti
     scratch = Scratch()
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
         position, valid = fixations.padded(indices)
-        per_fixation[position[valid]] = auc_chunk(chunk, fixations.pixel[position], valid, ties, scratch)[valid]
+        per_fixation[position[valid]] = auc_chunk(chunk, fixations.padded_pixels(position, valid), valid, ties, scratch)[valid]
     return MetricResult.from_fixations("AUC", per_fixation, fixations.n, len(maps))
 
 
@@ -71,7 +70,7 @@ def sauc(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike, *, t
     fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
 
     def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
-        return maps.stack(indices).reshape(len(indices), -1)[:, pixels]
+        return maps.stack(indices).reshape(len(indices), -1).index_select(1, pixels)
 
     return shuffled_auc_result(fixations, maps.sizes, read, ties)
 
@@ -89,7 +88,7 @@ def nss(saliency_maps: MapsLike, x: ArrayLike, y: ArrayLike, n: ArrayLike) -> Me
     scratch = Scratch()
     for indices, chunk in maps.chunks(fixations.images_with_fixations()):
         position, valid = fixations.padded(indices)
-        per_fixation[position[valid]] = nss_chunk(chunk, fixations.pixel[position], scratch)[valid]
+        per_fixation[position[valid]] = nss_chunk(chunk, fixations.padded_pixels(position, valid), scratch)[valid]
     return MetricResult.from_fixations("NSS", per_fixation, fixations.n, len(maps))
 
 
@@ -157,16 +156,19 @@ def nss_chunk(maps: torch.Tensor, pixel: torch.Tensor, scratch: Scratch, *, exp:
 MAP_METRICS = ("CC", "KLDiv", "SIM")
 
 
-def map_chunk_scores(maps: torch.Tensor, empirical: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+def map_chunk_scores(
+    maps: torch.Tensor, empirical: torch.Tensor, names: Sequence[str], *, overwrite: bool = False
+) -> dict[str, torch.Tensor]:
     """CC, KLDiv and/or SIM of (C, H, W) saliency maps against their empirical maps: ``{name: (C,) float64}``.
 
     Both maps are made densities once (pysaliency's rule: a negative minimum shifted to 0, divided by
     the sum; an all-zero map becomes uniform) and shared by the three metrics. CC is computed on the
     densities, which is the same Pearson correlation as on the maps (an affine change of either
-    map with a positive factor leaves it unchanged). Inputs are not modified.
+    map with a positive factor leaves it unchanged). Inputs are not modified, unless ``overwrite``
+    (then float64 inputs are used as work space).
     """
-    p, p_constant, _ = _density(maps)
-    q, q_constant, q_empty = _density(empirical)
+    p, p_constant, _ = _density(maps, overwrite)
+    q, q_constant, q_empty = _density(empirical, overwrite)
     out: dict[str, torch.Tensor] = {}
     work = torch.empty_like(p)
     if "KLDiv" in names:
@@ -185,12 +187,18 @@ def map_chunk_scores(maps: torch.Tensor, empirical: torch.Tensor, names: Sequenc
     return {name: out[name] for name in names}
 
 
-def _density(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(C, N) float64 densities of (C, H, W) maps (a new tensor), and per map: constant?, all zero?"""
+def _density(maps: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, N) float64 densities of (C, H, W) maps, and per map: constant?, all zero?
+
+    A new tensor, or ``maps`` itself made densities when ``overwrite`` and it is float64.
+    """
     flat = maps.reshape(maps.shape[0], -1)
     low, high = flat.amin(1), flat.amax(1)  # (faster than aminmax on the CPU)
     shift = low.to(torch.float64).clamp(max=0)[:, None]
-    density = flat - shift  # float64 whatever the maps' dtype
+    if overwrite and flat.dtype == torch.float64:
+        density = flat.sub_(shift) if bool((low < 0).any()) else flat
+    else:
+        density = flat - shift  # float64 whatever the maps' dtype
     total = density.sum(1)
     zero = total == 0  # values >= 0 summing to 0: all zero (also a constant map shifted to 0)
     density.div_(torch.where(zero, 1.0, total)[:, None])
@@ -249,12 +257,11 @@ def shuffled_auc_result(fixations: ScoredFixations, sizes: Sequence[tuple[int, i
         step = max(1, CHUNK_PIXELS // (height * width))
         for start in range(0, len(members), step):
             indices = members[start : start + step]
-            keys = tie_keys(read(indices, pixels).to(torch.float64), ties)
-            negative_keys = keys.gather(1, where.expand(len(indices), -1))
-            own = torch.as_tensor(indices, device=keys.device)
+            values = read(indices, pixels).to(torch.float64)
+            own = torch.as_tensor(indices, device=values.device)
             weight = (fixations.n[None, :] != own[:, None]).long()
             position, valid = fixations.padded(indices)
-            less, equal = counts_against_negatives(keys, negative_keys, weight, keys.gather(1, where[position]))
+            less, equal = counts_against_negatives(values, where, weight, where[position], ties)
             total = weight.sum(1, keepdim=True)
             value = auc_from_counts(less, equal, total.clamp_min(1))
             value = torch.where(total > 0, value, float("nan"))

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import EvaluationError
-from ..baselines.blur import gaussian_blur
 from .information import baseline_log_likelihoods
 from .inputs import (
     ArrayLike,
@@ -46,7 +45,10 @@ from .saliency_maps import (
     EMPIRICAL_SIGMA,
     MODEL_SIGMA,
     ShuffledBaseline,
+    blurred_density_chunk,
     empirical_chunk,
+    grid_pixels,
+    upsampled_grid,
 )
 from .scratch import Scratch
 
@@ -109,29 +111,58 @@ def _information_scores(
 def _chunked_scores(
     maps: Maps, fixations: ScoredFixations, metrics: Sequence[str], model_sigma: float, empirical_sigma: float
 ) -> dict[str, MetricResult]:
-    """AUC and NSS (per fixation) and CC, KLDiv, SIM (per image), one chunk of equal-size maps at a time."""
+    """AUC and NSS (per fixation) and CC, KLDiv, SIM (per image), one chunk of equal-size maps at a time.
+
+    Maps that are nearest-upsampled grids (DeepGaze's output) get NSS and the blurred model map
+    computed on the grid; the map metrics run a few images at a time.
+    """
     per_fixation = {m: _nan(len(fixations), maps.device) for m in ("AUC", "NSS") if m in metrics}
     per_image = {m: _nan(len(maps), maps.device) for m in MAP_METRICS if m in metrics}
     if per_fixation or per_image:
         scratch = Scratch()
         for indices, chunk in maps.chunks(fixations.images_with_fixations()):
             position, valid = fixations.padded(indices)
-            pixel = fixations.pixel[position]
+            pixel = fixations.padded_pixels(position, valid)
+            grid = upsampled_grid(chunk) if ("NSS" in per_fixation or per_image) else None
             if "AUC" in per_fixation:  # ranks of log p are the ranks of p
                 per_fixation["AUC"][position[valid]] = auc_chunk(chunk, pixel, valid, "index", scratch)[valid]
             if "NSS" in per_fixation:
-                per_fixation["NSS"][position[valid]] = nss_chunk(chunk, pixel, scratch, exp=True)[valid]
+                if grid is None:
+                    values = nss_chunk(chunk, pixel, scratch, exp=True)
+                else:
+                    values = nss_chunk(grid, grid_pixels(pixel, chunk.shape[2]), scratch, exp=True)
+                per_fixation["NSS"][position[valid]] = values[valid]
             if per_image:
-                density = scratch.get("density64", tuple(chunk.shape), torch.float64, chunk.device)
-                model_map = gaussian_blur(density.copy_(chunk).exp_(), model_sigma, "constant")
-                empirical = empirical_chunk(fixations, indices, tuple(chunk.shape[1:]), empirical_sigma, "reflect")
-                index = torch.as_tensor(indices, device=maps.device)
-                for name, values in map_chunk_scores(model_map, empirical, list(per_image)).items():
-                    per_image[name][index] = values
+                _map_scores(chunk, grid, indices, fixations, per_image, model_sigma, empirical_sigma)
     results = {name: MetricResult.from_fixations(name, values, fixations.n, len(maps)) for name, values in per_fixation.items()}
     for name, values in per_image.items():
         results[name] = MetricResult(name=name, per_image=values, fixation_counts=fixations.counts)
     return results
+
+
+#: Pixels of the CC/KLDiv/SIM work done together (bounds their float64 work maps).
+MAP_PIXELS = 1 << 20
+
+
+def _map_scores(
+    chunk: torch.Tensor,
+    grid: torch.Tensor | None,
+    indices: list[int],
+    fixations: ScoredFixations,
+    per_image: dict[str, torch.Tensor],
+    model_sigma: float,
+    empirical_sigma: float,
+) -> None:
+    """CC, KLDiv and SIM of the chunk's images into ``per_image`` (model map vs empirical map)."""
+    size = tuple(chunk.shape[1:])
+    step = max(1, MAP_PIXELS // (size[0] * size[1]))
+    for start in range(0, len(indices), step):
+        part = slice(start, start + step)
+        model_map = blurred_density_chunk(chunk[part], model_sigma, "constant", None if grid is None else grid[part])
+        empirical = empirical_chunk(fixations, indices[part], size, empirical_sigma, "reflect")
+        index = torch.as_tensor(indices[part], device=chunk.device)
+        for name, values in map_chunk_scores(model_map, empirical, list(per_image), overwrite=True).items():
+            per_image[name][index] = values
 
 
 def _shuffled_auc(maps: Maps, fixations: ScoredFixations, shuffle_compute_size: tuple[int, int] | None) -> MetricResult:
@@ -140,8 +171,8 @@ def _shuffled_auc(maps: Maps, fixations: ScoredFixations, shuffle_compute_size: 
 
     def read(indices: list[int], pixels: torch.Tensor) -> torch.Tensor:
         chunk = maps.stack(indices)
-        own = chunk.reshape(len(indices), -1)[:, pixels].to(torch.float64)
-        return own - shuffled.log_density_at(indices, chunk, pixels)
+        own = chunk.reshape(len(indices), -1).index_select(1, pixels).to(torch.float64)
+        return own - shuffled.log_density_at(indices, chunk, pixels, own)
 
     return shuffled_auc_result(fixations, maps.sizes, read, "index")
 

@@ -15,10 +15,10 @@ computes; the mean over a set of fixations equals the AUC of the set). Two tie r
   models (AUC on the equalised density, sAUC on the equalised ``log p - log p_shuffled``).
 
 Against all pixels of an image (AUC), sorting every map is what makes simple implementations slow;
-here every pixel is put into one of 2**16 bins by a monotone affine map of its value spanning the
+here every pixel is put into one of up to 2**16 bins by a monotone affine map of its value spanning the
 fixated values, the bins are counted, and only the pixels sharing a bin with a fixation are
-compared exactly. Against a given list of negative pixels (sAUC), the values at the pixels involved
-are ranked and the negatives' ranks are counted.
+compared exactly. Against a given list of negative pixels (sAUC), the fixations' values are sorted
+and each negative is placed among them by binary search.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 
 from .scratch import Scratch
 
-#: Bins spanning the fixated values in the all-pixel count.
+#: Most bins spanning the fixated values in the all-pixel count (maps get about one bin per 8 pixels).
 BINS = 1 << 16
 #: Largest (candidates x fixations) comparison table built at once.
 _TABLE = 1 << 22
@@ -51,19 +51,20 @@ def counts_against_all_pixels(
     scratch = scratch or Scratch()
     count, size = maps.shape
     values = maps.gather(1, pixel)
-    bins = _monotone_bins(maps, values, valid, scratch)
+    number = min(BINS, max(256, 1 << (size // 8).bit_length()))  # small maps need fewer bins
+    bins = _monotone_bins(maps, values, valid, number, scratch)
     fixation_bins = bins.gather(1, pixel).long()
 
-    below = torch.empty(count, BINS, dtype=torch.int64, device=maps.device)
+    below = torch.empty(count, number, dtype=torch.int64, device=maps.device)
     for c in range(count):
-        below[c] = torch.bincount(bins[c], minlength=BINS)
+        below[c] = torch.bincount(bins[c], minlength=number)
     below = torch.cumsum(below, 1) - below  # pixels in lower bins: surely below the fixation
     less = below.gather(1, fixation_bins)
 
     # pixels that share a bin with some fixation of their image are compared exactly
-    marked = torch.zeros(count, BINS + 1, dtype=torch.bool, device=maps.device)
-    marked.scatter_(1, torch.where(valid, fixation_bins, BINS), True)
-    marked[:, BINS] = False
+    marked = torch.zeros(count, number + 1, dtype=torch.bool, device=maps.device)
+    marked.scatter_(1, torch.where(valid, fixation_bins, number), True)
+    marked[:, number] = False
     padded = scratch.get("candidates", (-(-size // 8) * 8,), torch.bool, maps.device)
     padded[size:] = False
     mask, words = padded[:size], padded.view(torch.int64)
@@ -91,13 +92,13 @@ def counts_against_all_pixels(
     return less, equal
 
 
-def _monotone_bins(maps: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """(C, N) int32 bins in [0, BINS - 1], never decreasing with the value, fine between the fixated values.
+def _monotone_bins(maps: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, number: int, scratch: Scratch) -> torch.Tensor:
+    """(C, N) int32 bins in [0, number - 1], never decreasing with the value, fine between the fixated values.
 
     ``trunc(clamp((v - base) * scale))``: a subtraction and a multiplication, each rounded
     monotonically (and identically in vectorised and scalar code), so a pixel in a lower bin than a
-    fixation has a lower value. The fixated values map to about [2, BINS - 3]; values far below or
-    above all of them share bin 0 or BINS - 1 with none. Bins are kept at least 4 units in the last
+    fixation has a lower value. The fixated values map to about [2, number - 3]; values far below or
+    above all of them share bin 0 or number - 1 with none. Bins are kept at least 4 units in the last
     place of the values wide, so rounding ``base`` to the maps' dtype cannot move a fixation by a bin.
     """
     finite = valid & torch.isfinite(values)
@@ -107,42 +108,58 @@ def _monotone_bins(maps: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
     low = torch.where(none, 0.0, low)
     high = torch.where(none, 0.0, high)
     resolution = torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
-    scale = torch.where(high > low, (BINS - 5) / (high - low), 1.0)
+    scale = torch.where(high > low, (number - 5) / (high - low), 1.0)
     scale = torch.where(resolution > 0, torch.minimum(scale, 0.25 / resolution), scale)
     base = (low - 2.0 / scale).to(maps.dtype)
     work = scratch.get("work", tuple(maps.shape), maps.dtype, maps.device)
     torch.sub(maps, base[:, None], out=work)
-    work.mul_(scale.to(maps.dtype)[:, None]).clamp_(0, BINS - 1)  # -inf -> 0; NaN was refused on reading
+    work.mul_(scale.to(maps.dtype)[:, None]).clamp_(0, number - 1)  # -inf -> 0; NaN was refused on reading
     bins = scratch.get("bins", tuple(maps.shape), torch.int32, maps.device)
     return bins.copy_(work)
 
 
-def tie_keys(values: torch.Tensor, ties: str) -> torch.Tensor:
-    """(C, U) int64 keys with the order of ``values`` (C, U) along dim 1 under the tie rule.
-
-    The U entries must be distinct pixels in ascending flat index. ``"average"``: equal values get
-    equal keys; ``"index"``: every entry its own key, equal values ordered by position.
-    """
-    ordered, order = torch.sort(values, dim=1, stable=True)
-    if ties == "index":
-        rank = torch.arange(values.shape[1], device=values.device).expand_as(order)
-    else:
-        steps = torch.zeros_like(order)
-        steps[:, 1:] = (ordered[:, 1:] != ordered[:, :-1]).long()
-        rank = torch.cumsum(steps, 1)
-    return torch.empty_like(order).scatter_(1, order, rank)
-
-
 def counts_against_negatives(
-    keys: torch.Tensor, negative_keys: torch.Tensor, negative_weight: torch.Tensor, positive_keys: torch.Tensor
+    values: torch.Tensor, negative: torch.Tensor, negative_weight: torch.Tensor, positive: torch.Tensor, ties: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted counts of negatives below and equal to each positive, by integer keys.
+    """Weighted counts of negatives below and equal to each positive under the tie rule.
 
-    ``keys`` (C, U) from `tie_keys` (only its size is used); ``negative_keys`` (C, T) and
-    ``negative_weight`` (C, T) int64 (0 drops a negative); ``positive_keys`` (C, Fm).
-    Returns ``(less, equal)`` (C, Fm) int64.
+    ``values`` (C, U): each map's values at U distinct pixels in ascending flat index; ``negative``
+    (T,) and ``positive`` (C, Fm): indices into those U entries; ``negative_weight`` (C, T) int64
+    (0 drops a negative). Returns ``(less, equal)`` (C, Fm) int64. No map is sorted: the few
+    positives of each map are, every negative is placed among them by binary search; a negative
+    equal to some positive counts for every positive of that value (``"average"``), or, with
+    ``"index"``, is compared with each of them by pixel.
     """
-    histogram = torch.zeros(keys.shape, dtype=torch.int64, device=keys.device)
-    histogram.scatter_add_(1, negative_keys, negative_weight)
-    below = torch.cumsum(histogram, 1) - histogram
-    return below.gather(1, positive_keys), histogram.gather(1, positive_keys)
+    fixations = positive.shape[1]
+    negative_values = values.index_select(1, negative)
+    positive_values = values.gather(1, positive)
+    ordered, order = torch.sort(positive_values, dim=1)
+    above = torch.searchsorted(ordered, negative_values, right=True)  # sorted positives >= this one are above
+    histogram = torch.zeros(len(values), fixations + 1, dtype=torch.int64, device=values.device)
+    histogram.scatter_add_(1, above, negative_weight)
+    less = torch.empty_like(order).scatter_(1, order, torch.cumsum(histogram[:, :fixations], 1))
+    equal = torch.zeros_like(less)
+    # negatives equal to some positive: equal to the last sorted positive not above them
+    group = (above - 1).clamp_min(0)
+    tied = ((above > 0) & (ordered.gather(1, group) == negative_values)) * negative_weight
+    if ties == "average":  # a tied negative counts as equal for every positive of its value
+        counts = torch.zeros_like(less).scatter_add_(1, group, tied)
+        last = torch.searchsorted(ordered, ordered, right=True) - 1  # each sorted positive's group end
+        equal.scatter_(1, order, counts.gather(1, last))
+        return less, equal
+    # "index": equal values are ordered by pixel. Only a negative on the positive's own pixel is
+    # equal; one of the same value on an earlier pixel is below it. Positives sorted by (value,
+    # pixel) as one integer key (dense rank of the value, then the pixel's entry among the U):
+    # a tied negative is below the positives of its value from its insertion point to the
+    # value's last positive, added as +1 / -1 at the ends of that run and summed cumulatively.
+    on_pixel = torch.zeros_like(values, dtype=torch.int64).scatter_add_(1, negative.expand_as(negative_weight), negative_weight)
+    equal = on_pixel.gather(1, positive)
+    rank = torch.cat([torch.zeros_like(ordered[:, :1], dtype=torch.int64), (ordered[:, 1:] != ordered[:, :-1]).long()], 1).cumsum(1)
+    span = values.shape[1] + 1
+    keys, key_order = torch.sort(rank.gather(1, torch.argsort(order, 1)) * span + positive, dim=1)
+    negative_keys = rank.gather(1, group) * span + negative
+    start = torch.searchsorted(keys, negative_keys, right=True)  # first positive above the negative
+    run = torch.zeros(len(values), fixations + 1, dtype=torch.int64, device=values.device)
+    run.scatter_add_(1, start, tied).scatter_add_(1, group + 1, -tied)  # a value's positives end at group
+    less.scatter_add_(1, key_order, run[:, :fixations].cumsum(1))
+    return less, equal

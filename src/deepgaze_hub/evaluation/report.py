@@ -31,6 +31,7 @@ from typing import Any
 
 from ..io.atomic import atomic_path, atomic_write_text
 from ..visualization.figures import scatter_figure
+from ..visualization.png import save_png
 from .crossval import CrossvalInfo
 
 
@@ -250,7 +251,7 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike) -> dict[s
     if Row.GOLD_STANDARD in report.rows:
         paths["figure"] = out / "ig_per_image.png"
         with atomic_path(paths["figure"]) as tmp:
-            ig_figure(report).save(tmp, format="PNG")
+            save_png(ig_figure(report), tmp)
     return paths
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..baselines.blur import gaussian_blur, impulse_responses
+from ..baselines.blur import gaussian_blur, impulse_responses, upsampled_gaussian_blur
 from ..errors import EvaluationError
 from .inputs import ArrayLike, Maps, MapsLike, ScoredFixations
 
@@ -52,7 +52,51 @@ def blurred_density_maps(
 ) -> torch.Tensor | list[torch.Tensor]:
     """``p`` blurred by a Gaussian of ``sigma`` pixels (zero padding): the CC, KLDiv (and our SIM) map."""
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
-    return _collect(maps, lambda indices, chunk: gaussian_blur(chunk.to(torch.float64).exp(), sigma, mode))
+    return _collect(maps, lambda indices, chunk: blurred_density_chunk(chunk, sigma, mode))
+
+
+def blurred_density_chunk(
+    log_densities: torch.Tensor, sigma: float, mode: str = "constant", grid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(C, H, W) float64 ``exp(log p)`` blurred by a Gaussian of ``sigma`` pixels: a new tensor.
+
+    ``grid``: `upsampled_grid` of ``log_densities`` if already known (else it is looked for). On such
+    maps the density is formed and blurred on the grid, a quarter of the pixels (the same sums
+    regrouped: equal to the full-resolution blur to ~1e-15 relative).
+    """
+    grid = upsampled_grid(log_densities) if grid is None else grid
+    if grid is not None:
+        return upsampled_gaussian_blur(_exp64(grid), GRID_FACTOR, sigma, mode)
+    return gaussian_blur(_exp64(log_densities), sigma, mode)
+
+
+#: The block size of `upsampled_grid` (DeepGaze nearest-upsamples its output grid by 2).
+GRID_FACTOR = 2
+
+
+def upsampled_grid(maps: torch.Tensor) -> torch.Tensor | None:
+    """The (C, H / 2, W / 2) grid of (C, H, W) maps that repeat every value on 2 x 2 blocks, else None.
+
+    DeepGaze's log densities are nearest-upsampled from a half-resolution grid, so their blurred
+    density and NSS can be computed on the grid. Exact test (one pass over the maps); a view.
+    """
+    count, height, width = maps.shape
+    if height % GRID_FACTOR or width % GRID_FACTOR:
+        return None
+    blocks = maps.reshape(count, height // 2, 2, width // 2, 2)
+    top = blocks[:, :, 0]
+    if torch.equal(top, blocks[:, :, 1]) and torch.equal(top[..., 0], top[..., 1]):
+        return top[..., 0]
+    return None
+
+
+def grid_pixels(pixel: torch.Tensor, width: int) -> torch.Tensor:
+    """Flat indices into the `upsampled_grid` of maps ``width`` wide for flat full-resolution ``pixel``."""
+    return (pixel // width // GRID_FACTOR) * (width // GRID_FACTOR) + (pixel % width) // GRID_FACTOR
+
+
+def _exp64(log_densities: torch.Tensor) -> torch.Tensor:
+    return torch.empty(log_densities.shape, dtype=torch.float64, device=log_densities.device).copy_(log_densities).exp_()
 
 
 def shuffled_baseline_log_densities(
@@ -116,8 +160,8 @@ def empirical_chunk(
     """
     height, width = size
     position, valid = fixations.padded(indices)
-    rows = fixations.y[position].long()
-    cols = fixations.x[position].long()
+    rows = torch.where(valid, fixations.y[position].long(), 0)
+    cols = torch.where(valid, fixations.x[position].long(), 0)
     weight = valid.to(torch.float64)[:, None, :]
     left = impulse_responses(height, sigma, mode, rows).permute(1, 0, 2) * weight  # (C, H, Fm)
     right = impulse_responses(width, sigma, mode, cols).permute(1, 2, 0)  # (C, Fm, W)
@@ -147,16 +191,21 @@ class ShuffledBaseline:
                 total += self._resized_density(chunk).sum(0)
             self._sum = total
 
-    def log_density_at(self, indices: Sequence[int], chunk: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_density_at(
+        self, indices: Sequence[int], chunk: torch.Tensor, pixels: torch.Tensor | None = None, own: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(C, P) float64 ``log p_shuffled`` of images ``indices`` at flat ``pixels`` (default: all).
 
-        ``chunk`` (C, H, W): those images' own log densities. Not renormalised when exact (the
-        mean of normalised densities is normalised).
+        ``chunk`` (C, H, W): those images' own log densities; ``own`` (C, P): their values at
+        ``pixels`` if already read. Not renormalised when exact (the mean of normalised densities is
+        normalised).
         """
         flat = chunk.reshape(chunk.shape[0], -1)
         count = len(self.maps)
         if self.native:
-            own = (flat if pixels is None else flat[:, pixels]).to(torch.float64).exp()
+            if own is None:
+                own = flat if pixels is None else flat.index_select(1, pixels)
+            own = own.to(torch.float64).exp()
             others = self._total_at(pixels) - own
         else:
             others = (self._sum - self._resized_density(chunk)).reshape(chunk.shape[0], -1)
@@ -165,7 +214,7 @@ class ShuffledBaseline:
             full = _resize_log_density(log_shuffled.view(chunk.shape[0], *self.size), tuple(chunk.shape[1:]))
             log_shuffled = full.reshape(chunk.shape[0], -1)
             if pixels is not None:
-                log_shuffled = log_shuffled[:, pixels]
+                log_shuffled = log_shuffled.index_select(1, pixels)
         return log_shuffled
 
     def _total_at(self, pixels: torch.Tensor | None) -> torch.Tensor:
@@ -173,7 +222,7 @@ class ShuffledBaseline:
             total = None
             for _, chunk in self.maps.chunks():
                 flat = chunk.reshape(chunk.shape[0], -1)
-                part = (flat if pixels is None else flat[:, pixels]).to(torch.float64).exp().sum(0)
+                part = (flat if pixels is None else flat.index_select(1, pixels)).to(torch.float64).exp().sum(0)
                 total = part if total is None else total + part
             self._pixels, self._sum_at_pixels = pixels, total
         return self._sum_at_pixels

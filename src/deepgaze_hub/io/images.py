@@ -143,7 +143,7 @@ def load_image(
     try:
         if isinstance(source, Image.Image):
             check_pixels(*source.size, max_pixels, name)
-            array = _pil_to_array(source, name)
+            array = image_array(source, name)
         elif isinstance(source, (torch.Tensor, np.ndarray)):
             if source.ndim >= 2:  # tensors ([C,] H, W), arrays (H, W[, C])
                 rows, cols = source.shape[-2:] if isinstance(source, torch.Tensor) else source.shape[:2]
@@ -170,7 +170,15 @@ def load_image(
         ) from None
 
 
-def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
+def image_array(image: Image.Image, name: str | None = None) -> np.ndarray:
+    """The pixels of a PIL image, EXIF orientation applied, as `load_image` reads them.
+
+    (H, W, 3) uint8 for every 8-bit mode (grayscale replicated, alpha dropped, palettes expanded),
+    (H, W) uint16 for 16-bit and 32-bit integer images, (H, W) float32 for mode F (as stored).
+    ``load_image(image_array(image))`` equals ``load_image(image)``; the 8-bit array is also the
+    picture an overlay is drawn on. Raises `ImageError` naming the image if it cannot be converted.
+    """
+    name = name or describe(image)
     image = ImageOps.exif_transpose(image) or image
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.float64)
@@ -190,26 +198,32 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
     if array.size == 0:
         raise ImageError(f"{name}: the image is empty (shape {array.shape})")
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        array = array[..., :3] if array.shape[-1] >= 3 else np.repeat(array, 3, axis=-1)
+        array = array[..., :3]
     elif array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
+        array = array[..., None]
     else:
         raise ImageError(
             f"{name}: cannot read shape {array.shape} as an image; expected (H, W) or (H, W, C) with "
             "C in 1, 3, 4 for arrays, (H, W) or (C, H, W) for tensors"
         )
     if array.dtype == np.bool_:
-        values = array.astype(np.float32) * 255.0
+        scale = 255.0
     elif np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
-        if array.min() < 0:
+        if info.min < 0 and array.min() < 0:
             raise ImageError(f"{name}: negative pixel values in an integer image")
         top = 255.0 if info.bits <= 8 else 65535.0
-        if array.max() > top:
+        if info.max > top and array.max() > top:
             raise ImageError(f"{name}: integer values above {top:.0f}; use uint8 (0-255) or uint16 (0-65535)")
-        values = array.astype(np.float32) * np.float32(255.0 / top)
+        scale = 255.0 / top
     elif np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
+        scale = 255.0
+    else:
+        raise ImageError(f"{name}: unsupported pixel type {array.dtype}")
+    # (3, H, W) float32 in one pass: converted and made channels-first (grayscale broadcast) at once
+    values = np.empty((3, *array.shape[:2]), dtype=np.float32)
+    np.copyto(values, np.moveaxis(array, -1, 0), casting="unsafe")
+    if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(values).all():
             raise ImageError(f"{name}: the image contains NaN or infinite values")
         low, high = float(values.min()), float(values.max())
@@ -218,10 +232,9 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
                 f"{name}: float values must lie in [0, 1], found [{low:g}, {high:g}]; "
                 "for 0-255 data pass uint8 or divide by 255"
             )
-        values = values * np.float32(255.0)
-    else:
-        raise ImageError(f"{name}: unsupported pixel type {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(values)).permute(2, 0, 1).contiguous()
+    if scale != 1.0:
+        values *= np.float32(scale)
+    return torch.from_numpy(values)
 
 
 def find_images(

@@ -189,11 +189,18 @@ def build_backbone(config: BackboneConfig) -> FeatureExtractor:
     """
     builder = backbone_builder(config.name)
     needed = _modules_needed(config, builder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.init_seed)
-        network = builder()
-    pruned = _prune(network, needed)
-    if config.weights is not None and config.weights != STORED_WEIGHTS:
+    loads_now = config.weights is not None and config.weights != STORED_WEIGHTS
+    if loads_now:  # every tensor is overwritten below: no random initialisation (VGG-19's is ~2 s)
+        with torch.device("meta"):
+            network = builder()
+        pruned = _prune(network, needed)
+        if any(module._non_persistent_buffers_set for module in network.modules()):  # not in a state dict
+            network, pruned = _seeded(builder, config.init_seed, needed)
+        else:
+            network = network.to_empty(device="cpu")
+    else:
+        network, pruned = _seeded(builder, config.init_seed, needed)
+    if loads_now:
         state = _load_backbone_state(config)
         state = {key: value for key, value in state.items() if not key.startswith(pruned)}
         result = network.load_state_dict(state, strict=False)
@@ -205,6 +212,14 @@ def build_backbone(config: BackboneConfig) -> FeatureExtractor:
     return FeatureExtractor(
         network, config.layers, mean=config.mean, std=config.std, input_scale=config.input_scale
     )
+
+
+def _seeded(builder: Callable[[], nn.Module], seed: int, needed: set[str]) -> tuple[nn.Module, tuple[str, ...]]:
+    """The network randomly initialised from ``seed`` (torch's global generator is left as it was), pruned."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = builder()
+    return network, _prune(network, needed)
 
 
 def backbone_builder(name: str) -> Callable[[], nn.Module]:

@@ -27,7 +27,7 @@ from .backbone import FeatureExtractor, build_backbone
 from .card import ModelCardInfo, build_model_card
 from .config import STORED_WEIGHTS, DeepGazeConfig, PathwayConfig, apply_overrides
 from .files import card_from_metadata, find_model_files, load_weights, read_config, write_model_files
-from .finalizer import Finalizer
+from .finalizer import Finalizer, log_mixture
 from .readout import EnsembleReadout
 from .resize import resize, shrink
 from .template import CenterBiasTemplate
@@ -309,24 +309,15 @@ class DeepGaze(
         first = next(f for f in features if f is not None)
         bias = self._centerbias_for(centerbias, first.shape[0], (height, width), first.device)
         heads = self._heads()
-        if len(selection) == 1:  # one backbone: mix on the finalizer grid (exactly as single-backbone models)
-            p, local, _ = selection[0]
-            readout, finalizer = heads[p]
-            return finalizer(readout(features[p], local), bias, local, mixture=mixture)
-        count = sum(local.numel() for _, local, _ in selection)
-        if mixture:  # each backbone's log sum_k p_k on its grid, summed at full resolution
-            total = None
-            for p, local, _ in selection:
-                readout, finalizer = heads[p]
-                z, _, _ = finalizer.grid_log_mixture(readout(features[p], local), bias, local)
-                z = finalizer.expand(z, (height, width))
-                total = z if total is None else torch.logaddexp(total, z)
-            return total - math.log(count)
+        if mixture:
+            return log_mixture([(heads[p][1], heads[p][0](features[p], local), local) for p, local, _ in selection], bias)
         parts = []
         for p, local, _ in selection:
             readout, finalizer = heads[p]
             z, _, _ = finalizer.grid_log_density(readout(features[p], local), bias, local)
             parts.append(finalizer.expand(z, (height, width)))
+        if len(parts) == 1:  # one backbone: its members in the order asked for
+            return parts[0]
         order = torch.cat([positions for _, _, positions in selection])
         return torch.cat(parts, dim=1)[:, torch.argsort(order)]
 

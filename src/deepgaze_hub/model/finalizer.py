@@ -16,20 +16,21 @@ With nearest resizing, every pixel of the finalizer grid becomes a block of ``co
 pixels in step 5, so the normaliser is computed on the grid with those counts and the mixture
 of the members is formed there too; only the final result is expanded to (H, W).
 
-The mixture ``log mean_k p_k`` is streamed over chunks of members rather than formed from the
+The mixture ``log mean_k p_k`` is streamed member by member rather than formed from the
 (B, K, G_h, G_w) stack of normalised log densities: per member, ``e_k = exp(z_k - c_k)`` with
 ``c_k`` an upper bound of z_k (subtracted from the 24 x 32 readout, since the matrices' rows sum
 to 1), its mass ``S_k = sum(count * e_k)``, and the running sum ``sum_k e_k / S_k``, which is
-``sum_k p_k`` per pixel. An e_k that underflows in float32 loses less than ``tiny / S_k``; where
-the sum is below ``sum_k tiny / S_k / eps`` (pixels some 70 nats or more below every member's
-peak) the log-space mixture is computed instead, so the result equals
-``logsumexp_k(log p_k) - log K``
+``sum_k p_k`` per pixel (`MixtureSum`; the members of several backbones with the same grid add
+into one). An e_k that underflows in float32 loses less than ``tiny / S_k``; where the sum is
+below ``sum_k tiny / S_k / eps`` (pixels some 70 nats or more below every member's peak) the
+log-space mixture is computed instead, so the result equals ``logsumexp_k(log p_k) - log K``
 to float rounding everywhere.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -69,10 +70,6 @@ def blurred_resize_matrix(
     return F.conv1d(padded, weights.unsqueeze(1)).permute(1, 2, 0)  # (n_in, K, n_out) -> (K, n_out, n_in)
 
 
-#: Members per chunk of the streamed mixture: bounds its memory to (B, chunk, G_h, G_w) floats.
-MIXTURE_CHUNK = 8
-
-
 class _Grid(NamedTuple):
     """Where the members' maps live: the centre bias on the grid and how image pixels read the grid.
 
@@ -89,6 +86,41 @@ class _Grid(NamedTuple):
     row_counts: torch.Tensor
     col_counts: torch.Tensor
     full: tuple[int, int] | None
+
+
+class MixtureSum:
+    """The running ``sum_k p_k`` of members on one grid, in the streamed form of the module docstring.
+
+    ``total`` (B, G_h * G_w): ``sum_k e_k / S_k``; ``lost`` (B,): ``sum_k 1 / S_k`` (what underflowed
+    values of ``e_k`` may have lost, in units of ``tiny``). (G_h, G_w) is the grid of `_Grid`'s index
+    maps: the finalizer grid with nearest resizing, else the image.
+    """
+
+    def __init__(self, grid: _Grid) -> None:
+        self.shape = (grid.bias.shape[0], grid.row_counts.numel(), grid.col_counts.numel())
+        self.grid = grid
+        self.counts = torch.outer(grid.row_counts, grid.col_counts).reshape(-1)  # pixels per grid cell
+        # every cell the same size (even image sides): a member's mass is a plain sum, times that size
+        low, high = self.counts.aminmax()
+        self.same_count = float(low) if bool(low == high) else None
+        self.total = grid.bias.new_zeros(self.shape[0], self.counts.numel())
+        self.lost = grid.bias.new_zeros(self.shape[0])
+
+    def add(self, e: torch.Tensor) -> None:
+        """Add one member: ``e`` (B, G_h, G_w) = exp of its unnormalised log density (at most 1)."""
+        e = e.reshape(e.shape[0], -1)
+        mass = torch.mv(e, self.counts) if self.same_count is None else e.sum(dim=1) * self.same_count
+        inverse = mass.reciprocal()  # 1 / S_k per image
+        self.total.addcmul_(e, inverse.unsqueeze(1))
+        self.lost = self.lost + inverse
+
+    def log(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log sum_k p_k, low)``, both (B, G_h, G_w): nats, and where that value is not to be
+        trusted because underflow may have lost a relative eps of it (NaN included)."""
+        total = self.total.view(self.shape)
+        finfo = torch.finfo(total.dtype)
+        low = ~(total >= (self.lost * finfo.tiny / finfo.eps).view(-1, 1, 1))
+        return total.log(), low
 
 
 class Finalizer(nn.Module):
@@ -118,6 +150,8 @@ class Finalizer(nn.Module):
         self.truncate = float(truncate)
         self.saliency_map_factor = saliency_map_factor
         self.resize_mode = resize_mode
+        # the last `blur_matrices` built without gradients: (sizes, sigmas, matrices)
+        self._last_blur: tuple[tuple, torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(
         self, readout: torch.Tensor, centerbias: torch.Tensor, members: torch.Tensor, mixture: bool
@@ -165,11 +199,23 @@ class Finalizer(nn.Module):
     def blur_matrices(
         self, readout_size: tuple[int, int], grid: _Grid, members: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps 2-3 of the selected members along rows and columns: (K', G_h, h) and (K', G_w, w)."""
+        """Steps 2-3 of the selected members along rows and columns: (K', G_h, h) and (K', G_w, w).
+
+        Without gradients, the matrices of the last call are reused when the sizes and the members'
+        sigmas (compared by value) are the same: images of one size in a row build them once.
+        """
         sigma = self.sigma[members]
         grid_h, grid_w = grid.bias.shape[-2:]
+        sizes = (tuple(readout_size), grid_h, grid_w, self.truncate, self.resize_mode, sigma.device, sigma.dtype)
+        reuse = not (torch.is_grad_enabled() and sigma.requires_grad)
+        last = self._last_blur
+        if reuse and last is not None and last[0] == sizes and torch.equal(last[1], sigma):
+            return last[2]
         rows = blurred_resize_matrix(readout_size[0], grid_h, sigma, self.truncate, self.resize_mode)
         cols = blurred_resize_matrix(readout_size[1], grid_w, sigma, self.truncate, self.resize_mode)
+        if reuse:
+            self._last_blur = (sizes, sigma.detach().clone(), (rows, cols))
+            return self._last_blur[2]
         return rows, cols
 
     def member_maps(
@@ -207,32 +253,41 @@ class Finalizer(nn.Module):
         """``log sum_k p_k`` (nats, not divided by K') of the selected members on the grid.
 
         Returns ``(s, rows, cols)`` laid out as in `grid_log_density`: s (B, G_h, G_w). Streamed
-        over chunks of `MIXTURE_CHUNK` members (see the module docstring); equal to
+        member by member (see the module docstring); equal to
         ``grid_log_density(...)[0].logsumexp(dim=1)`` to float rounding.
         """
         if members.numel() == 1:  # one member: its own log density, exactly
             z, rows, cols = self.grid_log_density(readout, centerbias, members)
             return z[:, 0], rows, cols
         grid = self.grid(centerbias)
-        rows, cols = self.blur_matrices(readout.shape[-2:], grid, members)
-        readout = readout - self._peak_bound(readout, grid, members)[..., None, None]
-        total, lost = None, None
-        for start in range(0, members.numel(), MIXTURE_CHUNK):
-            chunk = slice(start, start + MIXTURE_CHUNK)
-            e = self.member_maps(readout[:, chunk], grid, members[chunk], (rows[chunk], cols[chunk])).exp_()
-            mass = torch.matmul(torch.matmul(e, grid.col_counts), grid.row_counts)  # (B, c): sum(count * e)
-            inverse = mass.reciprocal()
-            part = torch.matmul(inverse.unsqueeze(1), e.flatten(2)).view(e.shape[0], *e.shape[2:])
-            total = part if total is None else total + part
-            lost = inverse.sum(dim=1) if lost is None else lost + inverse.sum(dim=1)
-        # an underflowed e_k loses less than tiny / mass_k: trust the sum where that is below eps of it
-        finfo = torch.finfo(total.dtype)
-        low = ~(total >= (lost * finfo.tiny / finfo.eps).view(-1, 1, 1))  # NaN included
-        log_total = total.log()
+        mixture = MixtureSum(grid)
+        self.add_members(readout, members, mixture)
+        log_total, low = mixture.log()
         if bool(low.any()):
             exact = self.grid_log_density(readout, centerbias, members)[0].logsumexp(dim=1)
             log_total = torch.where(low, exact, log_total)
         return log_total, grid.rows, grid.cols
+
+    def add_members(self, readout: torch.Tensor, members: torch.Tensor, mixture: MixtureSum) -> None:
+        """Add the members ``members`` (K',) with readout output ``readout`` (B, K', h, w) to ``mixture``,
+        whose grid must be this finalizer's `grid` for the centre bias (with nearest resizing, any
+        finalizer with the same ``saliency_map_factor`` has the same grid)."""
+        grid = mixture.grid
+        rows, cols = self.blur_matrices(readout.shape[-2:], grid, members)
+        readout = readout - self._peak_bound(readout, grid, members)[..., None, None]
+        blurred_cols = torch.matmul(readout, cols.transpose(1, 2))  # (B, K', h, G_w)
+        weights = self.centerbias_weight[members]
+        # without gradients, the centre bias is added by the product itself (one pass less)
+        fused = not (torch.is_grad_enabled() and weights.requires_grad)
+        for k, weight in enumerate(weights.tolist() if fused else weights):
+            left = rows[k].expand(readout.shape[0], -1, -1)
+            if fused:
+                z = torch.baddbmm(grid.bias, left, blurred_cols[:, k], beta=weight)
+            else:
+                z = torch.addcmul(torch.bmm(left, blurred_cols[:, k]), weight, grid.bias)
+            if grid.full is not None:
+                z = resize(z.unsqueeze(1), grid.full, self.resize_mode)[:, 0]
+            mixture.add(z.exp_())
 
     def _peak_bound(self, readout: torch.Tensor, grid: _Grid, members: torch.Tensor) -> torch.Tensor:
         """(B, K') upper bounds of the members' maps (a blurred, resized readout is at most its
@@ -243,3 +298,35 @@ class Finalizer(nn.Module):
         high = grid.bias.amax(dim=(1, 2)).view(-1, 1)
         low = grid.bias.amin(dim=(1, 2)).view(-1, 1)
         return readout.detach().amax(dim=(2, 3)) + torch.maximum(weight * high, weight * low)
+
+
+def log_mixture(parts: Sequence[tuple[Finalizer, torch.Tensor, torch.Tensor]], centerbias: torch.Tensor) -> torch.Tensor:
+    """``log mean_k p_k`` (B, H, W), nats, over the members of one or more finalizers (backbones).
+
+    ``parts``: ``(finalizer, readout, members)`` with readout (B, K', h, w) the readout output of
+    that finalizer's members ``members`` (K',); centerbias (B, H, W). Finalizers with the same
+    ``saliency_map_factor`` and resize mode share a grid: their members add into one `MixtureSum`
+    there, and only the result is expanded to (H, W). Every member has the same weight.
+    """
+    groups: dict[tuple[float, str], list[tuple[Finalizer, torch.Tensor, torch.Tensor]]] = {}
+    for part in parts:
+        groups.setdefault((part[0].saliency_map_factor, part[0].resize_mode), []).append(part)
+    size = tuple(centerbias.shape[-2:])
+    total = None
+    for group in groups.values():
+        first, readout, members = group[0]
+        if len(group) == 1:
+            z, _, _ = first.grid_log_mixture(readout, centerbias, members)
+        else:
+            mixture = MixtureSum(first.grid(centerbias))
+            for finalizer, readout, members in group:
+                finalizer.add_members(readout, members, mixture)
+            z, low = mixture.log()
+            if bool(low.any()):
+                exact = torch.stack(
+                    [f.grid_log_density(r, centerbias, m)[0].logsumexp(dim=1) for f, r, m in group]
+                ).logsumexp(dim=0)
+                z = torch.where(low, exact, z)
+        z = first.expand(z, size)
+        total = z if total is None else torch.logaddexp(total, z)
+    return total - math.log(sum(members.numel() for _, _, members in parts))

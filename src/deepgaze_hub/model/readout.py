@@ -48,10 +48,6 @@ class MemberwiseConv1x1(nn.Module):
             if self.bias is not None:
                 self.bias.uniform_(-bound, bound, generator=generator)
 
-    def bias_for(self, members: torch.Tensor) -> torch.Tensor | float:
-        """(K', out, 1) biases of the selected members, ready to add to (B, K', out, hw)."""
-        return self.bias[members].unsqueeze(-1) if self.bias is not None else 0.0
-
 
 class MemberwiseAffine(nn.Module):
     """K per-channel scales ``weight`` (K, C) (initially 1) and shifts ``bias`` (K, C) (initially 0)."""
@@ -105,9 +101,15 @@ class EnsembleReadout(nn.Module):
         k = members.numel()
         x = features.reshape(batch, 1, channels, height * width).to(self.layers[0].weight.dtype)  # shared
         for i, layer in enumerate(self.layers):
-            weight, shift = layer.weight[members], layer.bias_for(members)  # (K', out, in), (K', out, 1)
+            # indexed copies even when every member is used: the products then see the same freshly
+            # allocated operands whichever model the members come from (BLAS rounding can depend on
+            # the operands' memory alignment), so a sub-ensemble equals the selection bit for bit
+            weight = layer.weight[members]  # (K', out, in)
+            shift = layer.bias[members].unsqueeze(-1) if layer.bias is not None else 0.0  # (K', out, 1)
             if self.norms is not None and i < len(self.norms):
-                x = F.layer_norm(x, tuple(x.shape[-2:]), eps=LAYER_NORM_EPS)  # per image (and member)
+                # per image (and member) over channels and positions; group_norm's kernel is faster
+                # than layer_norm's on these shapes (it splits the work of one sample across threads)
+                x = F.group_norm(x.reshape(-1, *x.shape[-2:]), 1, eps=LAYER_NORM_EPS).view(x.shape)
                 norm = self.norms[i]
                 shift = shift + torch.matmul(weight, norm.bias[members].unsqueeze(-1))  # W_k b_k
                 weight = weight * norm.weight[members].unsqueeze(1)  # W_k diag(g_k)

@@ -60,6 +60,8 @@ class CenterBiasTemplate(nn.Module):
             raise ValueError(f"centre-bias resize must be one of {sorted(_RESIZERS)}, got {resize!r}")
         self.resize = resize
         self.register_buffer("log_density", default_centerbias_template(shape))
+        # the last size evaluated: (size, the template it came from, the result)
+        self._last: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
 
     def set_template(self, log_density: torch.Tensor) -> None:
         """Install a (rows, cols) log-density template; it is resized to this module's shape."""
@@ -73,8 +75,18 @@ class CenterBiasTemplate(nn.Module):
         self.log_density.copy_(normalize_log_density(template).to(self.log_density.device))
 
     def forward(self, size: Sequence[int]) -> torch.Tensor:
-        """The centre-bias log density for an image of ``size`` = (H, W), shape (H, W), sums to 1."""
-        return normalize_log_density(_RESIZERS[self.resize](self.log_density, (int(size[0]), int(size[1]))))
+        """The centre-bias log density for an image of ``size`` = (H, W), shape (H, W), sums to 1.
+
+        The result for the last size is kept while the template is unchanged (compared by value):
+        images of one size in a row resize it once. Each call returns a new tensor.
+        """
+        size = (int(size[0]), int(size[1]))
+        last = self._last
+        if last is not None and last[0] == size and last[1].device == self.log_density.device and torch.equal(last[1], self.log_density):
+            return last[2].clone()
+        result = normalize_log_density(_RESIZERS[self.resize](self.log_density, size))
+        self._last = (size, self.log_density.clone(), result)
+        return result.clone()
 
 
 def _resize_bilinear(template: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

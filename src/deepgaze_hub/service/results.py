@@ -17,7 +17,7 @@ import torch
 
 from ..data.sampling import sample_fixations
 from ..io.scale import Scaling, resize_log_density
-from ..visualization import density_overlay
+from ..visualization import density_overlay, save_png
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Prediction:
             self.image, self.log_density, show_density=show_density, show_contours=show_contours, fixations=fixations
         )
         buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
+        save_png(picture, buffer)
         return buffer.getvalue()
 
 

@@ -73,21 +73,22 @@ def density_overlay(
         image = image.detach().cpu().permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
     elif isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
-    base = np.asarray(image, dtype=np.float32)  # float32: a 40 Mpx overlay stays within ~2 GB
-    if base.ndim == 2:
-        base = np.repeat(base[..., None], 3, axis=-1)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]  # grayscale: broadcast to the three channels below
     density = _density(log_density)
-    if base.shape[:2] != density.shape:
-        raise ValueError(f"image is {base.shape[:2]} but the density is {density.shape}")
-    out = base * 0.55
-    out += 30.0
-    if show_density:  # out * (1 - alpha) + colour * alpha, in place
-        relative = np.sqrt(density / density.max()).astype(np.float32)
-        colour = apply_colormap(relative).astype(np.float32)
+    if image.shape[:2] != density.shape:
+        raise ValueError(f"image is {image.shape[:2]} but the density is {density.shape}")
+    # float32 (a 40 Mpx overlay stays within ~2 GB), in place where it can: few full-size temporaries
+    out = np.empty((*density.shape, 3), dtype=np.float32)
+    np.multiply(image, np.float32(0.55), out=out, dtype=np.float32)  # the image dimmed
+    out += np.float32(30.0)
+    if show_density:  # out * (1 - alpha) + colour * alpha
+        relative = density / density.max()
+        relative = np.sqrt(relative, out=relative).astype(np.float32)
         alpha = (0.25 + 0.6 * relative)[..., None]
         out *= 1 - alpha
-        colour *= alpha
-        out += colour
+        out += np.multiply(apply_colormap(relative), alpha, dtype=np.float32)
     if show_contours:
         thickness = max(1, round(min(density.shape) / 250))
         out[_contours(density, levels, thickness)] = (255.0, 255.0, 255.0)  # the density computed once
