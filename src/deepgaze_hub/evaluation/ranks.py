@@ -138,15 +138,13 @@ def counts_against_negatives(
     histogram = torch.zeros(len(values), fixations + 1, dtype=torch.int64, device=values.device)
     histogram.scatter_add_(1, above, negative_weight)
     less = torch.empty_like(order).scatter_(1, order, torch.cumsum(histogram[:, :fixations], 1))
-    equal = torch.zeros_like(less)
     # negatives equal to some positive: equal to the last sorted positive not above them
     group = (above - 1).clamp_min(0)
     tied = ((above > 0) & (ordered.gather(1, group) == negative_values)) * negative_weight
     if ties == "average":  # a tied negative counts as equal for every positive of its value
         counts = torch.zeros_like(less).scatter_add_(1, group, tied)
         last = torch.searchsorted(ordered, ordered, right=True) - 1  # each sorted positive's group end
-        equal.scatter_(1, order, counts.gather(1, last))
-        return less, equal
+        return less, torch.empty_like(less).scatter_(1, order, counts.gather(1, last))
     # "index": equal values are ordered by pixel. Only a negative on the positive's own pixel is
     # equal; one of the same value on an earlier pixel is below it. Positives sorted by (value,
     # pixel) as one integer key (dense rank of the value, then the pixel's entry among the U):

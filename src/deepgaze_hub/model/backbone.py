@@ -190,15 +190,14 @@ def build_backbone(config: BackboneConfig) -> FeatureExtractor:
     builder = backbone_builder(config.name)
     needed = _modules_needed(config, builder)
     loads_now = config.weights is not None and config.weights != STORED_WEIGHTS
+    network = None
     if loads_now:  # every tensor is overwritten below: no random initialisation (VGG-19's is ~2 s)
         with torch.device("meta"):
-            network = builder()
-        pruned = _prune(network, needed)
-        if any(module._non_persistent_buffers_set for module in network.modules()):  # not in a state dict
-            network, pruned = _seeded(builder, config.init_seed, needed)
-        else:
-            network = network.to_empty(device="cpu")
-    else:
+            empty = builder()
+        pruned = _prune(empty, needed)
+        if not any(module._non_persistent_buffers_set for module in empty.modules()):  # all in a state dict
+            network = empty.to_empty(device="cpu")
+    if network is None:
         network, pruned = _seeded(builder, config.init_seed, needed)
     if loads_now:
         state = _load_backbone_state(config)

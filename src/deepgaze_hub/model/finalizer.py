@@ -256,17 +256,8 @@ class Finalizer(nn.Module):
         member by member (see the module docstring); equal to
         ``grid_log_density(...)[0].logsumexp(dim=1)`` to float rounding.
         """
-        if members.numel() == 1:  # one member: its own log density, exactly
-            z, rows, cols = self.grid_log_density(readout, centerbias, members)
-            return z[:, 0], rows, cols
         grid = self.grid(centerbias)
-        mixture = MixtureSum(grid)
-        self.add_members(readout, members, mixture)
-        log_total, low = mixture.log()
-        if bool(low.any()):
-            exact = self.grid_log_density(readout, centerbias, members)[0].logsumexp(dim=1)
-            log_total = torch.where(low, exact, log_total)
-        return log_total, grid.rows, grid.cols
+        return _log_sum([(self, readout, members)], grid, centerbias), grid.rows, grid.cols
 
     def add_members(self, readout: torch.Tensor, members: torch.Tensor, mixture: MixtureSum) -> None:
         """Add the members ``members`` (K',) with readout output ``readout`` (B, K', h, w) to ``mixture``,
@@ -311,22 +302,26 @@ def log_mixture(parts: Sequence[tuple[Finalizer, torch.Tensor, torch.Tensor]], c
     groups: dict[tuple[float, str], list[tuple[Finalizer, torch.Tensor, torch.Tensor]]] = {}
     for part in parts:
         groups.setdefault((part[0].saliency_map_factor, part[0].resize_mode), []).append(part)
-    size = tuple(centerbias.shape[-2:])
     total = None
     for group in groups.values():
-        first, readout, members = group[0]
-        if len(group) == 1:
-            z, _, _ = first.grid_log_mixture(readout, centerbias, members)
-        else:
-            mixture = MixtureSum(first.grid(centerbias))
-            for finalizer, readout, members in group:
-                finalizer.add_members(readout, members, mixture)
-            z, low = mixture.log()
-            if bool(low.any()):
-                exact = torch.stack(
-                    [f.grid_log_density(r, centerbias, m)[0].logsumexp(dim=1) for f, r, m in group]
-                ).logsumexp(dim=0)
-                z = torch.where(low, exact, z)
-        z = first.expand(z, size)
+        first = group[0][0]
+        z = first.expand(_log_sum(group, first.grid(centerbias), centerbias), tuple(centerbias.shape[-2:]))
         total = z if total is None else torch.logaddexp(total, z)
     return total - math.log(sum(members.numel() for _, _, members in parts))
+
+
+def _log_sum(parts: Sequence[tuple[Finalizer, torch.Tensor, torch.Tensor]], grid: _Grid, centerbias: torch.Tensor) -> torch.Tensor:
+    """``log sum_k p_k`` (B, G_h, G_w), nats, over the members of ``parts`` (as in `log_mixture`),
+    whose finalizers all have ``grid``: streamed (`MixtureSum`), with the log-space mixture where
+    underflow may have lost precision; one member alone is its own log density, exactly."""
+    if len(parts) == 1 and parts[0][2].numel() == 1:
+        finalizer, readout, members = parts[0]
+        return finalizer.grid_log_density(readout, centerbias, members)[0][:, 0]
+    mixture = MixtureSum(grid)
+    for finalizer, readout, members in parts:
+        finalizer.add_members(readout, members, mixture)
+    log_total, low = mixture.log()
+    if bool(low.any()):
+        exact = torch.stack([f.grid_log_density(r, centerbias, m)[0].logsumexp(dim=1) for f, r, m in parts])
+        log_total = torch.where(low, exact.logsumexp(dim=0), log_total)
+    return log_total
