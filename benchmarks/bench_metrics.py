@@ -1,7 +1,8 @@
 """Speed of AUC, sAUC and NSS for a probabilistic model: ours against a straightforward numpy version.
 
 Both score the same DeepGaze-like log densities (float32, 300 images of 1024 x 768 by default, smooth
-maps nearest-upsampled by 2 so that 2 x 2 blocks tie, as DeepGaze's output does) on the same
+maps nearest-upsampled by 2 so that 2 x 2 blocks tie, as DeepGaze's output does; ``--no-blocks`` adds
+tiny per-pixel noise so that no block ties, as for other models' maps) on the same
 fixations (40 per image, drawn from the densities), with the benchmark's conventions: AUC on the
 equalised density, sAUC on the equalised ``log p - log p_shuffled`` with the fixations of all other
 images as negatives, NSS on the density, each averaged per image. The numpy version works image by
@@ -23,6 +24,7 @@ benchmark says so and runs the rest.
     python benchmarks/bench_metrics.py                      # 300 images, numpy on all of them
     python benchmarks/bench_metrics.py --naive-images 60    # numpy on a subset, scaled per image
     python benchmarks/bench_metrics.py --threads 1          # ours on one thread, like numpy
+    python benchmarks/bench_metrics.py --no-blocks          # maps without 2x2 blocks (no grid shortcut)
     python benchmarks/bench_metrics.py --naive-images 0 --all-metrics --pysaliency-python /tmp/pysal/bin/python
 """
 
@@ -45,14 +47,27 @@ from deepgaze_hub.evaluation import METRICS, evaluate_log_densities
 from deepgaze_hub.evaluation.metrics import auc, sauc
 
 
-def make_data(images: int, height: int, width: int, fixations: int, seed: int):
+#: Largest change of a log density by ``--no-blocks`` (uniform noise in [0, NOISE) added, then renormalised).
+NOISE = 1e-3
+
+
+def make_data(images: int, height: int, width: int, fixations: int, seed: int, *, blocks: bool = True):
+    """(maps, x, y, n): ``images`` float32 log densities and ``fixations`` drawn from each.
+
+    ``blocks``: smooth maps nearest-upsampled by 2 (2 x 2 blocks tie, as DeepGaze's output); else
+    each pixel gets its own noise (up to `NOISE` in log density, from a second generator, so the
+    smooth part is the same), so that no block ties and nothing can be computed on a half-size grid.
+    """
     generator = torch.Generator().manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed + 1)
     maps = torch.empty(images, height, width, dtype=torch.float32)
     for start in range(0, images, 16):
         count = min(16, images - start)
         low = torch.randn(count, 1, 6, 8, generator=generator, dtype=torch.float64) * 1.5
         half = F.interpolate(low, size=(height // 2, width // 2), mode="bicubic", align_corners=False)
         full = F.interpolate(half, size=(height, width), mode="nearest")[:, 0]
+        if not blocks:
+            full = full + NOISE * torch.rand(full.shape, generator=noise, dtype=torch.float64)
         maps[start : start + count] = (full - full.logsumexp((1, 2), keepdim=True)).float()
     xs, ys, ns = [], [], []
     for k in range(images):
@@ -349,13 +364,17 @@ def main() -> None:
     parser.add_argument("--all-metrics", action="store_true", help="also time all eight metrics in one call (ours only)")
     parser.add_argument("--pysaliency-python", default=None, help="python with pysaliency installed (default: $PYSALIENCY_PYTHON or this one)")
     parser.add_argument("--pysaliency-images", type=int, default=30, help="images pysaliency scores (times scaled per image)")
+    parser.add_argument(
+        "--no-blocks", action="store_true", help="maps without 2x2 block ties (tiny per-pixel noise): no half-size grid shortcut"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    maps, xs, ys, ns = make_data(args.images, args.height, args.width, args.fixations, args.seed)
+    maps, xs, ys, ns = make_data(args.images, args.height, args.width, args.fixations, args.seed, blocks=not args.no_blocks)
     print(
-        f"{args.images} images of {args.width}x{args.height}, {args.fixations} fixations each, float32 log densities; "
+        f"{args.images} images of {args.width}x{args.height}, {args.fixations} fixations each, float32 log densities "
+        f"({'without 2x2 blocks' if args.no_blocks else 'nearest-upsampled 2x2 blocks'}); "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU"
     )
 

@@ -278,3 +278,68 @@ def test_gold_standard_scores_each_observer_with_its_own_map(synthetic_dataset, 
             torch.testing.assert_close(
                 results[metric].per_fixation[first : first + len(own)], expected[metric].per_fixation, rtol=0, atol=1e-12
             )
+
+
+def test_cli_feature_cache_is_filled_once_then_replaces_the_backbone(model, synthetic_dataset, tmp_path, monkeypatch, capsys):
+    """``--features ROOT``: the first run computes and stores every image's features (float32, scores as
+    without a cache) in the training-run layout; later runs never run the backbone."""
+    from deepgaze_hub.model.deepgaze import DeepGaze as Model
+    from deepgaze_hub.training.feature_cache import cache_directory, open_feature_cache
+
+    model.save_pretrained(tmp_path / "model")
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--data", str(synthetic_dataset.path), "--crossval", "--quiet", "--device", "cpu"]
+    argv += ["--metrics", "IG,LL,AUC", "--no-gold-standard"]  # equal log densities give equal scores on every metric
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "first"), "--features", str(tmp_path / "features")]) == 0
+    directory = cache_directory(tmp_path / "features", model.config)
+    assert json.loads((directory / "cache.json").read_text())["dtype"] == "float32"
+    assert len(open_feature_cache(tmp_path / "features", model.config)) == len(synthetic_dataset)
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran although the cache holds every image")
+
+    monkeypatch.setattr(Model, "forward", no_backbone)
+    assert main([*argv, "--out", str(tmp_path / "second"), "--features", str(tmp_path / "features")]) == 0
+    capsys.readouterr()
+    plain, first, second = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("plain", "first", "second"))
+    assert f"backbone features read from the float32 feature cache {directory}" in second["scoring"]
+    assert "feature cache" not in plain["scoring"]
+    for row, values in plain["rows"].items():
+        for column, value in values.items():
+            assert first["rows"][row][column] == pytest.approx(value, rel=1e-9, abs=1e-12), (row, column)
+            assert second["rows"][row][column] == first["rows"][row][column], (row, column)
+
+
+def test_cli_feature_cache_directory_keeps_its_dtype_and_refuses_other_settings(model, synthetic_dataset, tmp_path, capsys):
+    from deepgaze_hub.training.feature_cache import FeatureCache
+
+    model.save_pretrained(tmp_path / "model")
+    FeatureCache(tmp_path / "half", model.config, "float16")  # e.g. made by `deepgaze-hub cache-features`
+    argv = ["evaluate", "--model", str(tmp_path / "model"), "--data", str(synthetic_dataset.path), "--quiet", "--device", "cpu", "--metrics", "IG"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--features", str(tmp_path / "half"), "--no-gold-standard"]) == 0
+    capsys.readouterr()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert f"the float16 feature cache {tmp_path / 'half'}" in report["scoring"]
+    assert len(list((tmp_path / "half").glob("shard-*.h5"))) > 0
+
+    other = DeepGaze(DeepGazeConfig(backbone=BackboneConfig(name="squeezenet1_1", weights=None, layers=["features.12"]), num_members=2))
+    FeatureCache(tmp_path / "other", other.config, "float32")
+    assert main([*argv, "--out", str(tmp_path / "no"), "--features", str(tmp_path / "other")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "computed with other settings ['layers']" in error and len(error.splitlines()) == 1
+    (tmp_path / "file").write_text("not a folder")
+    assert main([*argv, "--out", str(tmp_path / "no"), "--features", str(tmp_path / "file")]) == 1
+    assert "cannot create the feature cache" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
+def test_features_of_some_images_skip_the_backbone_only_for_those(model, synthetic_dataset):
+    from deepgaze_hub.evaluation.evaluate import model_log_densities
+
+    members = np.arange(len(synthetic_dataset)) % 2
+    full = model_log_densities(model, synthetic_dataset, members=members, progress=False)
+    with torch.no_grad():
+        features = {synthetic_dataset.image_ids[i]: model.extract_features(synthetic_dataset.load_image(i)[None])[0] for i in range(0, 12, 3)}
+    mixed = model_log_densities(model, synthetic_dataset, members=members, progress=False, features=features)
+    for a, b in zip(full, mixed):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

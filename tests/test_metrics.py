@@ -7,6 +7,8 @@ AUC = (#lower + 0.5 #equal) / #negatives, equalised maps = argsort(argsort(map))
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 
 import numpy as np
@@ -553,3 +555,68 @@ def test_padding_of_a_chunk_never_reads_another_images_pixels():
     assert results["LL"].per_fixation.tolist() == pytest.approx([-math.log(100.0)] + [-math.log(16.0)] * 3)
     assert results["NSS"].per_fixation.tolist() == [0.0] * 4
     assert empirical_saliency_maps(x, y, n, [(10, 10), (4, 4), (4, 4)], 1.0)[2].sum().item() == pytest.approx(2.0)
+
+
+def test_empirical_maps_are_kept_for_the_next_model_on_the_same_fixations(dataset, monkeypatch):
+    from deepgaze_hub.evaluation import probabilistic, saliency_maps
+    from deepgaze_hub.evaluation.saliency_maps import EmpiricalCache
+
+    log_densities, xs, ys, ns = dataset
+    maps = [torch.as_tensor(ld) for ld in log_densities]
+    other = [torch.as_tensor(np.roll(ld, 3, axis=1)) for ld in log_densities]
+    made = []
+    original = saliency_maps.empirical_chunk
+    counting = lambda *args: made.append(args[1]) or original(*args)  # noqa: E731
+    monkeypatch.setattr(saliency_maps, "empirical_chunk", counting)  # used by the cache
+    monkeypatch.setattr(probabilistic, "empirical_chunk", counting)  # used without one
+    score = partial(evaluate_log_densities, metrics=["CC", "KLDiv", "SIM"], empirical_sigma=3.0)
+    cache = EmpiricalCache()
+    first = score(maps, xs, ys, ns, empirical_cache=cache)
+    count = len(made)
+    second = score(other, xs, ys, ns, empirical_cache=cache)
+    assert len(made) == count > 0  # the second model reused the first one's empirical maps
+    for log_density_maps, kept in ((maps, first), (other, second)):
+        fresh = score(log_density_maps, xs, ys, ns)  # no cache: every map made again
+        for name in ("CC", "KLDiv", "SIM"):
+            assert torch.allclose(fresh[name].per_image, kept[name].per_image, rtol=0, atol=0, equal_nan=True), name
+    assert len(made) == 3 * count
+    nothing_kept = EmpiricalCache(max_bytes=0)
+    score(maps, xs, ys, ns, empirical_cache=nothing_kept)
+    score(maps, xs, ys, ns, empirical_cache=nothing_kept)
+    assert len(made) == 5 * count
+    moved = np.minimum(np.asarray(xs) + 1.0, [ld.shape[1] - 0.5 for ld in (log_densities[k] for k in ns)])
+    shifted = evaluate_log_densities(maps, moved, ys, ns, metrics=["CC"], empirical_sigma=3.0, empirical_cache=cache)  # other fixations: new maps
+    sizes = [ld.shape for ld in log_densities]
+    expected = cc(blurred_density_maps(maps, 24.0), empirical_saliency_maps(moved, ys, ns, sizes, 3.0))
+    assert torch.allclose(shifted["CC"].per_image, expected.per_image, atol=1e-12, equal_nan=True)
+
+
+def test_map_scores_with_a_prepared_empirical_side_are_unchanged(dataset):
+    from deepgaze_hub.evaluation.metrics import empirical_reference, map_chunk_scores
+
+    log_densities, xs, ys, ns = dataset
+    sizes = [ld.shape for ld in log_densities]
+    index = [k for k, size in enumerate(sizes) if size == sizes[0]]
+    maps = torch.stack([torch.as_tensor(log_densities[k]).exp() for k in index])
+    empirical = torch.stack([empirical_saliency_maps(xs, ys, ns, sizes, 3.0)[k] for k in index])
+    names = ["CC", "KLDiv", "SIM"]
+    plain = map_chunk_scores(maps, empirical, names)
+    for centred in (True, False):
+        reference = empirical_reference(empirical.clone(), centred=centred, overwrite=True)
+        prepared = map_chunk_scores(maps.clone(), None, names, overwrite=True, reference=reference)
+        assert all(torch.allclose(plain[name], prepared[name], rtol=0, atol=0, equal_nan=True) for name in names)
+
+
+def test_nss_and_auc_the_same_in_any_grouping_of_maps(dataset, monkeypatch):
+    from deepgaze_hub.evaluation import metrics
+
+    log_densities, xs, ys, ns = dataset
+    maps = [torch.as_tensor(ld.astype(np.float32)) for ld in log_densities]
+    together = evaluate_log_densities(maps, xs, ys, ns, metrics=["AUC", "NSS"])
+    monkeypatch.setattr(metrics, "NSS_PIXELS", 1)  # NSS one map at a time
+    monkeypatch.setattr(ranks, "_TABLE", 1)  # AUC: one candidate pixel per comparison table
+    apart = evaluate_log_densities(maps, xs, ys, ns, metrics=["AUC", "NSS"])
+    assert torch.equal(together["AUC"].per_fixation, apart["AUC"].per_fixation)
+    assert torch.allclose(together["NSS"].per_fixation, apart["NSS"].per_fixation, rtol=1e-6, atol=0)
+    densities = [np.exp(ld) for ld in log_densities]
+    assert np.allclose(apart["NSS"].per_fixation.numpy(), ref_nss(densities, xs, ys, ns), atol=1e-5)

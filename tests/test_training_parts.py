@@ -284,3 +284,11 @@ def test_training_on_a_dataset_with_a_tampered_image_size_is_a_clear_error(synth
     error = capsys.readouterr().err.strip()
     assert code != 0 and time.perf_counter() - started < 30
     assert "tampered.h5" in error and "100000 x 100000" in error and error.count("\n") == 0
+
+
+def test_feature_cache_names_an_unreadable_shard(tmp_path):
+    model = squeeze_model()
+    FeatureCache(tmp_path / "cache", model.config)
+    (tmp_path / "cache" / "shard-damaged.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(TrainingError, match="shard-damaged.h5 is unreadable.*delete it"):
+        FeatureCache(tmp_path / "cache", model.config)

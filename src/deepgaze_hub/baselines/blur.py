@@ -96,8 +96,9 @@ def upsampled_gaussian_blur(
     return _apply_blocks(_apply_blocks(grid, cols, along_rows=False), rows, along_rows=True)
 
 
-#: Smallest block of outputs computed by one matrix product in `banded_product`.
-MIN_BLOCK = 64
+#: Smallest block of outputs computed by one matrix product in `banded_product` (on a 2-core EPYC,
+#: 48 blurred 240 x 320 maps with sigma 7.5 px about 17% faster than 64; wider kernels use their radius).
+MIN_BLOCK = 48
 
 
 def banded_product(maps: torch.Tensor, matrix: torch.Tensor, block: int, *, along_rows: bool) -> torch.Tensor:

@@ -86,7 +86,7 @@ class CenterBiasModel:
         rows, cols = cell_masses(height, centres, self.bandwidth), cell_masses(width, centres, self.bandwidth)
         mass = rows @ hist @ cols.T / self._normaliser(centres, hist)
         density = (1 - self.uniform_weight) * mass + self.uniform_weight / (height * width)
-        return normalised_log(density)
+        return normalised_log(density, overwrite=True)
 
     def crossvalidated_log_densities(self, data) -> Iterator[torch.Tensor]:
         """float32 (H, W) log density of every image of ``data`` (a `FixationDataset` or a
@@ -117,7 +117,7 @@ class CenterBiasModel:
             own_hist = torch.zeros_like(self.histogram).index_put_((own_rows, own_cols), torch.ones(len(own), dtype=torch.float64), accumulate=True)
             direct = partial(_kernel_sum, rows, self.histogram - own_hist, cols)
             mass = held_out_difference(total, own_mass, direct) / (normaliser - inside[own_rows] @ inside[own_cols])
-            yield normalised_log((1 - self.uniform_weight) * mass.clamp_min(0.0) + self.uniform_weight / (height * width))
+            yield normalised_log((1 - self.uniform_weight) * mass.clamp_min(0.0) + self.uniform_weight / (height * width), overwrite=True)
 
     def template(self, shape=(256, 256)) -> torch.Tensor:
         """The (rows, cols) log-density template over normalised coordinates for `DeepGaze.set_centerbias`."""

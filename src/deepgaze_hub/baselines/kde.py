@@ -53,10 +53,13 @@ def held_out_difference(total: torch.Tensor, own: torch.Tensor, direct: Callable
     return held_out
 
 
-def normalised_log(density: torch.Tensor) -> torch.Tensor:
+def normalised_log(density: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
     """float32 log of (..., H, W) non-negative float64 densities, each (H, W) map divided by its sum
-    (so that its ``exp`` sums to 1)."""
-    return density.log().sub_(density.sum((-2, -1), keepdim=True).log_()).float()
+    (so that its ``exp`` sums to 1). With ``overwrite``, ``density`` is used as work space."""
+    total = density.sum((-2, -1), keepdim=True).log_()
+    logs = density.log_() if overwrite else density.log()
+    out = torch.empty(density.shape, dtype=torch.float32, device=density.device)
+    return torch.sub(logs, total, out=out)  # the float64 difference, rounded once to float32
 
 
 def within_image_pairs(image: torch.Tensor, max_pairs: int = 4_000_000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -69,6 +69,17 @@ def deferred(module: str, function: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def positive_int(text: str, what: str = "a positive integer") -> int:
+    """argparse ``type=``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
+    return value
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Draw progress bars for this command: stderr is a terminal and ``--quiet`` was not given."""
     return progress_wanted(quiet=getattr(args, "quiet", False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import EMBEDDED, add_device_argument, add_model_argument, resolve_device, show_progress
+from ._common import EMBEDDED, add_device_argument, add_model_argument, positive_int, resolve_device, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--centerbias-eps", type=float, default=None, metavar="E", help="with --centerbias pysaliency: uniform weight (default: MIT1003's 10**-14.88)")
     parser.add_argument("--export-pysaliency", type=Path, default=None, metavar="FILE.hdf5", help="also write the evaluated log densities as a pysaliency HDF5 model file")
     parser.add_argument("--export-mit", type=Path, default=None, metavar="DIR", help="also write the densities as MIT benchmark submission images (JPEG, each image's size)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "backbone feature cache: a cache directory (deepgaze-hub cache-features --out) or a training run's "
+            "features/ folder. Images it holds skip the backbone; the others are computed and added to it, so "
+            "the next evaluation of any model with this backbone on these images skips it. A new cache is "
+            "float32 (scores as without a cache); an existing one is read in its own dtype"
+        ),
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -56,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data)
     device = resolve_device(args.device)
     model = load(args.model, revision=args.revision, map_location=device)
+    features = None if args.features is None else _feature_cache(args, model, dataset, device)
 
     report = evaluate_model(
         model,
@@ -70,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model,
         keep_log_densities=args.export_pysaliency is not None or args.export_mit is not None,
         centerbias=convention,
+        features=features,
     )
     log_densities = report.log_densities
     written = [str(path) for path in write_report(report, args.out).values()]
@@ -83,3 +97,22 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  {path}")
     return 0
+
+
+def _feature_cache(args: argparse.Namespace, model, dataset, device):
+    """The feature cache ``--features`` names, holding every image of ``dataset`` (missing ones are
+    computed first, in Lightning's predict loop on ``device``)."""
+    from ..training.feature_cache import open_feature_cache
+
+    cache = open_feature_cache(args.features, model.config)
+    if cache.missing(dataset.image_ids):
+        from ..training.feature_build import build_feature_cache  # imports Lightning
+
+        if device.type == "cuda":
+            placement = {"accelerator": "gpu", "devices": [device.index or 0]}
+        else:
+            placement = {"accelerator": device.type, "devices": 1}
+        build_feature_cache(
+            model, dataset, cache, batch_size=args.batch_size, trainer_overrides={**placement, "enable_progress_bar": show_progress(args)}
+        )
+    return cache

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import DEFAULT_MAX_PIXELS, PRECISIONS, add_device_argument, add_model_argument
+from ._common import DEFAULT_MAX_PIXELS, PRECISIONS, add_device_argument, add_model_argument, positive_int
 
 FORMATS = ("npy", "png")
 
@@ -38,18 +38,7 @@ def _max_pixels(text: str) -> int | None:
     """argparse ``type=`` for --max-pixels: a positive number of pixels, or ``none`` for no limit."""
     if text.strip().lower() == "none":
         return None
-    return _positive_int(text.replace("_", ""), "a positive number of pixels or 'none'")
-
-
-def _positive_int(text: str, what: str = "a positive integer") -> int:
-    """argparse ``type=``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
-    return value
+    return positive_int(text.replace("_", ""), "a positive number of pixels or 'none'")
 
 
 def _positive_float(text: str) -> float:
@@ -119,10 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_scale_arguments(parser)
     speed = parser.add_argument_group("speed")
     speed.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="same-size images per forward pass (default: 8)"
+        "--batch-size", type=positive_int, default=8, help="same-size images per forward pass (default: 8)"
     )
     speed.add_argument(
-        "--workers", type=_positive_int, default=2,
+        "--workers", type=positive_int, default=2,
         help="threads decoding the next images and writing finished ones while the model runs (default: 2)",
     )  # fmt: skip
     speed.add_argument(

@@ -64,7 +64,7 @@ from .information import explained_information_gain
 from .probabilistic import METRICS, evaluate_log_densities
 from .report import COLUMNS, ROWS, Column, EvaluationReport, Row, write_report
 from .results import MetricResult
-from .saliency_maps import EMPIRICAL_SIGMA, MODEL_SIGMA
+from .saliency_maps import EMPIRICAL_SIGMA, MODEL_SIGMA, EmpiricalCache
 
 __all__ = [
     "EvaluationReport",
@@ -120,17 +120,22 @@ def evaluate_model(
         centerbias: the centre-bias convention of every "IG vs centre bias" (default: fitted,
             `CenterBiasConvention`).
         features: precomputed backbone features, anything with ``features[image_id]`` -> (C, h, w)
-            (e.g. a training run's feature cache): the backbone does not run again.
+            and ``image_id in features`` (e.g. a `FeatureCache`): the backbone runs only for the
+            images it lacks. The report's scoring says where the features came from (their
+            ``description``, e.g. "the float16 feature cache DIR").
     """
     started = time.perf_counter()
     members, crossval_info = held_out_members(model, dataset, crossval)
     log_densities = model_log_densities(
         model, dataset, members=members, batch_size=batch_size, device=device, progress=progress, features=features
     )
+    scoring = describe_scoring(model, crossval_info)
+    if features is not None:
+        scoring += f"; backbone features read from {getattr(features, 'description', 'precomputed features')}"
     report = evaluate_predictions(
         log_densities,
         dataset,
-        scoring=describe_scoring(model, crossval_info),
+        scoring=scoring,
         members=members,
         crossval=crossval_info,
         metrics=metrics,
@@ -173,24 +178,26 @@ def model_log_densities(
     of one size and member are run ``batch_size`` at a time (the backbone once per image); the
     model is put in eval mode on ``device`` for the call and restored afterwards. ``features``:
     anything with ``features[image_id]`` -> the (C, h, w) `extract_features` output of that image
-    (e.g. a feature cache); then the backbone does not run and no image is loaded.
+    and ``image_id in features`` (e.g. a feature cache); images it holds are not loaded and skip
+    the backbone, the others run through it.
     """
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    groups: dict[tuple[int, int, int, bool], list[int]] = {}
     for i, (height, width) in enumerate(dataset.image_sizes):
         member = -1 if members is None else int(members[i])
-        groups.setdefault((int(height), int(width), member), []).append(i)
+        cached = features is not None and dataset.image_ids[i] in features
+        groups.setdefault((int(height), int(width), member, cached), []).append(i)
     was_training, original_device = model.training, model.device
     model.eval().to(torch.device(device) if device is not None else original_device)
     results: list[torch.Tensor | None] = [None] * len(dataset)
     try:
         with tqdm(total=len(dataset), desc="model", unit="image", disable=not progress) as bar:
-            for (_, _, member), indices in groups.items():
+            for (_, _, member, cached), indices in groups.items():
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start : start + batch_size]
                     chosen = None if member < 0 else member
-                    if features is None:
+                    if not cached:
                         images = torch.stack([dataset.load_image(i) for i in chunk]).to(model.device)
                         out = model(images, members=chosen)
                     else:
@@ -258,10 +265,18 @@ def _scorer(dataset: FixationDataset, model_sigma: float, empirical_sigma: float
     """``score(maps, metrics)``: `evaluate_log_densities` of per-image maps on the dataset's fixations."""
     fixations = dataset.fixations
     n = torch.as_tensor(fixations.image)
+    empirical = EmpiricalCache()  # every row is scored against the same empirical maps
 
     def score(maps, metrics: Sequence[str]) -> dict[str, MetricResult]:
         return evaluate_log_densities(
-            maps, fixations.x, fixations.y, n, metrics=metrics, model_sigma=model_sigma, empirical_sigma=empirical_sigma
+            maps,
+            fixations.x,
+            fixations.y,
+            n,
+            metrics=metrics,
+            model_sigma=model_sigma,
+            empirical_sigma=empirical_sigma,
+            empirical_cache=empirical,
         )
 
     return score

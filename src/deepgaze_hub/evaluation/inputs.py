@@ -14,6 +14,7 @@ pixels and ``n``, the index of the image each fixation belongs to. The pixel a f
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -162,9 +163,19 @@ class ScoredFixations:
         self.counts = torch.bincount(self.n, minlength=self.num_images)
         self._order = torch.argsort(self.n, stable=True)
         self._starts = torch.cumsum(self.counts, 0) - self.counts
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.n)
+
+    def fingerprint(self) -> str:
+        """A hash of the values of ``x``, ``y`` and ``n`` (recognises the same fixations given again)."""
+        if self._fingerprint is None:
+            digest = hashlib.blake2b(digest_size=16)
+            for values in (self.x, self.y, self.n):
+                digest.update(values.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def images_with_fixations(self) -> list[int]:
         return self.counts.nonzero().flatten().tolist()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -36,6 +37,7 @@ from .inputs import (
 from .metrics import (
     MAP_METRICS,
     auc_chunk,
+    empirical_reference,
     map_chunk_scores,
     nss_chunk,
     shuffled_auc_result,
@@ -44,6 +46,7 @@ from .results import MetricResult
 from .saliency_maps import (
     EMPIRICAL_SIGMA,
     MODEL_SIGMA,
+    EmpiricalCache,
     ShuffledBaseline,
     blurred_density_chunk,
     empirical_chunk,
@@ -67,6 +70,7 @@ def evaluate_log_densities(
     model_sigma: float = MODEL_SIGMA,
     empirical_sigma: float = EMPIRICAL_SIGMA,
     shuffle_compute_size: tuple[int, int] | None = None,
+    empirical_cache: EmpiricalCache | None = None,
 ) -> dict[str, MetricResult]:
     """Score a model's log densities on the fixations: ``{metric name: MetricResult}``.
 
@@ -77,6 +81,8 @@ def evaluate_log_densities(
     ``model_sigma`` / ``empirical_sigma``: blur (pixels) of the CC/KLDiv/SIM model map and of the
     empirical maps (benchmark: 24 / 23.99 on MIT images; use 40 for CAT2000).
     ``shuffle_compute_size``: see `shuffled_baseline_log_densities` (sAUC needs >= 2 images).
+    ``empirical_cache``: an `EmpiricalCache` shared by the calls that score several models on the
+    same fixations, so that the empirical maps of CC/KLDiv/SIM are made once (same results).
 
     Units: IG bits per fixation, LL nats per fixation, KLDiv nats per image, the rest unitless.
     Images without fixations are NaN in ``per_image`` and left out of every average.
@@ -87,7 +93,7 @@ def evaluate_log_densities(
     maps = Maps(log_densities, "log_densities", allow_neg_inf=True)
     fixations = ScoredFixations(x, y, n, maps.sizes, maps.device)
     results = _information_scores(maps, fixations, metrics, baseline)
-    results.update(_chunked_scores(maps, fixations, metrics, model_sigma, empirical_sigma))
+    results.update(_chunked_scores(maps, fixations, metrics, model_sigma, empirical_sigma, empirical_cache))
     if "sAUC" in metrics:
         results["sAUC"] = _shuffled_auc(maps, fixations, shuffle_compute_size)
     return {name: results[name] for name in METRICS if name in results}
@@ -109,7 +115,12 @@ def _information_scores(
 
 
 def _chunked_scores(
-    maps: Maps, fixations: ScoredFixations, metrics: Sequence[str], model_sigma: float, empirical_sigma: float
+    maps: Maps,
+    fixations: ScoredFixations,
+    metrics: Sequence[str],
+    model_sigma: float,
+    empirical_sigma: float,
+    empirical_cache: EmpiricalCache | None,
 ) -> dict[str, MetricResult]:
     """AUC and NSS (per fixation) and CC, KLDiv, SIM (per image), one chunk of equal-size maps at a time.
 
@@ -133,7 +144,7 @@ def _chunked_scores(
                     values = nss_chunk(grid, grid_pixels(pixel, chunk.shape[2]), scratch, exp=True)
                 per_fixation["NSS"][position[valid]] = values[valid]
             if per_image:
-                _map_scores(chunk, grid, indices, fixations, per_image, model_sigma, empirical_sigma)
+                _map_scores(chunk, grid, indices, fixations, per_image, (model_sigma, empirical_sigma), empirical_cache)
     results = {name: MetricResult.from_fixations(name, values, fixations.n, len(maps)) for name, values in per_fixation.items()}
     for name, values in per_image.items():
         results[name] = MetricResult(name=name, per_image=values, fixation_counts=fixations.counts)
@@ -150,18 +161,26 @@ def _map_scores(
     indices: list[int],
     fixations: ScoredFixations,
     per_image: dict[str, torch.Tensor],
-    model_sigma: float,
-    empirical_sigma: float,
+    sigmas: tuple[float, float],
+    empirical_cache: EmpiricalCache | None,
 ) -> None:
-    """CC, KLDiv and SIM of the chunk's images into ``per_image`` (model map vs empirical map)."""
+    """CC, KLDiv and SIM of the chunk's images into ``per_image`` (model map vs empirical map).
+
+    ``sigmas``: (model, empirical) blur in pixels. The empirical side (`empirical_reference`) comes
+    from ``empirical_cache`` when one is given (the same for every model scored on these fixations)."""
+    model_sigma, empirical_sigma = sigmas
     size = tuple(chunk.shape[1:])
     step = max(1, MAP_PIXELS // (size[0] * size[1]))
+    prepare = partial(empirical_reference, centred="CC" in per_image, overwrite=True)
     for start in range(0, len(indices), step):
         part = slice(start, start + step)
         model_map = blurred_density_chunk(chunk[part], model_sigma, "constant", None if grid is None else grid[part])
-        empirical = empirical_chunk(fixations, indices[part], size, empirical_sigma, "reflect")
+        if empirical_cache is None:
+            reference = prepare(empirical_chunk(fixations, indices[part], size, empirical_sigma, "reflect"))
+        else:
+            reference = empirical_cache.get(fixations, indices[part], size, empirical_sigma, "reflect", prepare, "CC" in per_image)
         index = torch.as_tensor(indices[part], device=chunk.device)
-        for name, values in map_chunk_scores(model_map, empirical, list(per_image), overwrite=True).items():
+        for name, values in map_chunk_scores(model_map, None, list(per_image), overwrite=True, reference=reference).items():
             per_image[name][index] = values
 
 

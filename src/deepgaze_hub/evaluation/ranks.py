@@ -55,9 +55,11 @@ def counts_against_all_pixels(
     bins = _monotone_bins(maps, values, valid, number, scratch)
     fixation_bins = bins.gather(1, pixel).long()
 
-    below = torch.empty(count, number, dtype=torch.int64, device=maps.device)
-    for c in range(count):
-        below[c] = torch.bincount(bins[c], minlength=number)
+    # every map's bins shifted to its own row of a (C, number + 1) table: all maps are counted and
+    # looked up at once
+    shifted = scratch.get("shifted", (count, size), torch.int32, maps.device)
+    torch.add(bins, (torch.arange(count, dtype=torch.int32, device=maps.device) * (number + 1))[:, None], out=shifted)
+    below = torch.bincount(shifted.view(-1), minlength=count * (number + 1)).view(count, number + 1)
     below = torch.cumsum(below, 1) - below  # pixels in lower bins: surely below the fixation
     less = below.gather(1, fixation_bins)
 
@@ -65,28 +67,31 @@ def counts_against_all_pixels(
     marked = torch.zeros(count, number + 1, dtype=torch.bool, device=maps.device)
     marked.scatter_(1, torch.where(valid, fixation_bins, number), True)
     marked[:, number] = False
-    padded = scratch.get("candidates", (-(-size // 8) * 8,), torch.bool, maps.device)
-    padded[size:] = False
-    mask, words = padded[:size], padded.view(torch.int64)
+    total = count * size
+    padded = scratch.get("candidates", (-(-total // 8) * 8,), torch.bool, maps.device)
+    padded[total:] = False
+    mask, words = padded[:total], padded.view(torch.int64)
+    torch.index_select(marked.view(-1), 0, shifted.view(-1), out=mask)
+    # candidates are rare: find the 8-pixel words holding any, then the pixels in those
     eight = torch.arange(8, device=maps.device)
+    candidates = (words.nonzero().flatten()[:, None] * 8 + eight).flatten()
+    candidates = candidates[padded[candidates]]  # flat indices into the (C, N) maps, map by map
     equal = torch.zeros_like(less)
     step = max(1, _TABLE // max(1, pixel.shape[1]))
-    for c in range(count):
-        torch.index_select(marked[c], 0, bins[c], out=mask)
-        # candidates are rare: find the 8-pixel words holding any, then the pixels in those
-        candidates = (words.nonzero().flatten()[:, None] * 8 + eight).flatten()
-        candidates = candidates[padded[candidates]]
-        for start in range(0, len(candidates), step):
-            part = candidates[start : start + step]
-            part_values = maps[c, part][:, None]
-            same_bin = bins[c, part].long()[:, None] == fixation_bins[c][None, :]
-            lower = same_bin & (part_values < values[c][None, :])
-            tied = part_values == values[c][None, :]  # equal values share a bin
-            if ties == "index":
-                lower |= tied & (part[:, None] < pixel[c][None, :])
-            else:
-                equal[c] += tied.sum(0)
-            less[c] += lower.sum(0)
+    flat_maps, flat_bins = maps.reshape(-1), bins.view(-1)
+    for start in range(0, len(candidates), step):
+        part = candidates[start : start + step]
+        row, column = part // size, part % size
+        part_values = flat_maps[part][:, None]
+        fixation_values = values[row]
+        same_bin = flat_bins[part].long()[:, None] == fixation_bins[row]
+        lower = same_bin & (part_values < fixation_values)
+        tied = part_values == fixation_values  # equal values share a bin
+        if ties == "index":
+            lower |= tied & (column[:, None] < pixel[row])
+        else:
+            equal.index_add_(0, row, tied.long())
+        less.index_add_(0, row, lower.long())
     if ties == "index":
         equal = torch.ones_like(less)
     return less, equal

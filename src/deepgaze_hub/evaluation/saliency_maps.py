@@ -24,7 +24,8 @@ list of (H, W) tensors; computation follows the input device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,50 @@ def empirical_chunk(
     left = impulse_responses(height, sigma, mode, rows).permute(1, 0, 2) * weight  # (C, H, Fm)
     right = impulse_responses(width, sigma, mode, cols).permute(1, 2, 0)  # (C, Fm, W)
     return left @ right
+
+
+class EmpiricalCache:
+    """Empirical maps kept from one `evaluate_log_densities` call to the next on the same fixations (an
+    evaluation scores several models, each against the same empirical maps); pass one instance as
+    ``empirical_cache=`` to every call. Keeps ``prepare(empirical_chunk(...))`` by (fixations,
+    images, size, sigma, border, what).
+
+    The fixations are recognised by their values (a hash of x, y and n), not by identity; only the
+    last set of fixations is kept, and at most ``max_bytes`` of tensors (default 512 MiB), beyond
+    which maps are made again. Kept results must not be modified. Memory is released with the
+    instance.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 29) -> None:
+        self.max_bytes = int(max_bytes)
+        self._key: tuple | None = None
+        self._kept: dict[tuple, Any] = {}
+        self._bytes = 0
+
+    def get(
+        self,
+        fixations: ScoredFixations,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        sigma: float,
+        mode: str,
+        prepare: Callable[[torch.Tensor], Any],
+        what: Hashable,
+    ) -> Any:
+        """``prepare(empirical_chunk(fixations, indices, size, sigma, mode))``, kept; ``what`` names ``prepare``."""
+        key = (fixations.fingerprint(), fixations.num_images, str(fixations.x.device))
+        if key != self._key:
+            self._key, self._kept, self._bytes = key, {}, 0
+        entry = (tuple(int(i) for i in indices), tuple(size), float(sigma), mode, what)
+        result = self._kept.get(entry)
+        if result is None:
+            result = prepare(empirical_chunk(fixations, indices, size, sigma, mode))
+            tensors = [value for value in (result if isinstance(result, tuple) else (result,)) if isinstance(value, torch.Tensor)]
+            size_bytes = sum(value.numel() * value.element_size() for value in tensors)
+            if self._bytes + size_bytes <= self.max_bytes:
+                self._kept[entry] = result
+                self._bytes += size_bytes
+        return result
 
 
 class ShuffledBaseline:

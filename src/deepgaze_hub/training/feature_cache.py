@@ -14,10 +14,15 @@ dataset id, so a cache survives re-imports and serves any dataset holding the sa
 Shards are written atomically, so an interrupted build leaves only complete shards, and the
 next build computes just the missing images (`deepgaze_hub.training.feature_build`). Several
 devices each write their own shards.
+
+A training run keeps one cache per backbone setting under its ``features/`` root
+(`cache_directory`); `open_feature_cache` finds the cache of a model in such a root or takes a
+cache directory as given (``deepgaze-hub cache-features --out``, ``deepgaze-hub evaluate --features``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -57,6 +62,29 @@ def feature_key(config: DeepGazeConfig) -> dict[str, Any]:
     }
 
 
+def cache_directory(root: str | Path, config: DeepGazeConfig) -> Path:
+    """Where the cache of ``config``'s features lives under a root holding caches of several backbone
+    settings (a training run's ``features/``): ``root/<first 16 hex digits of the settings' sha256>``."""
+    key = json.dumps(feature_key(config), sort_keys=True)
+    return Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def open_feature_cache(path: str | Path, config: DeepGazeConfig, *, dtype: str = "float32") -> FeatureCache:
+    """The feature cache of ``config`` at ``path``: ``path`` itself when it holds a cache (``cache.json``),
+    else ``cache_directory(path, config)``, the layout of a training run's ``features/`` root.
+
+    An existing cache is used in the dtype it was built in; a new one is created in ``dtype``.
+    A cache built for other backbone settings raises `TrainingError`.
+    """
+    path = Path(path)
+    directory = path if (path / CACHE_FILE).is_file() else cache_directory(path, config)
+    try:
+        stored = json.loads((directory / CACHE_FILE).read_text(encoding="utf-8")).get("dtype")
+    except (OSError, ValueError, AttributeError):  # no cache yet, or unreadable: FeatureCache says which
+        stored = None
+    return FeatureCache(directory, config, stored if stored in DTYPES else dtype)
+
+
 class FeatureCache:
     """Read access to a cache directory. Picklable: HDF5 files are opened lazily per process.
 
@@ -94,8 +122,18 @@ class FeatureCache:
                     "delete it or point to another cache directory"
                 )
         else:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(expected, indent=2, sort_keys=True) + "\n")
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps(expected, indent=2, sort_keys=True) + "\n")
+            except OSError as error:
+                raise TrainingError(
+                    f"cannot create the feature cache {self.directory} ({error.strerror or error}); choose another directory"
+                ) from None
+
+    @property
+    def description(self) -> str:
+        """``"the float16 feature cache DIR"``: where scores computed from these features came from."""
+        return f"the {self.dtype} feature cache {self.directory}"
 
     def refresh(self) -> None:
         """Re-read the shard list (after a build added shards)."""
@@ -103,11 +141,15 @@ class FeatureCache:
         self._index = {}
         key = json.dumps(self.key, sort_keys=True)
         for shard in sorted(self.directory.glob(SHARD_GLOB)):
-            with h5py.File(shard, "r") as handle:
-                if handle.attrs.get("key") != key:
-                    raise TrainingError(f"{shard} belongs to another model configuration; delete {self.directory}")
-                for image_id in json.loads(handle.attrs["ids"]):
-                    self._index[image_id] = shard
+            try:
+                with h5py.File(shard, "r") as handle:
+                    shard_key, ids = handle.attrs.get("key"), json.loads(handle.attrs["ids"])
+            except (OSError, KeyError, ValueError) as error:
+                raise TrainingError(f"feature cache shard {shard} is unreadable ({error}); delete it and its images are computed again") from None
+            if shard_key != key:
+                raise TrainingError(f"{shard} belongs to another model configuration; delete {self.directory}")
+            for image_id in ids:
+                self._index[image_id] = shard
 
     def __contains__(self, image_id: str) -> bool:
         return image_id in self._index

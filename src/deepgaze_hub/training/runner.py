@@ -18,7 +18,6 @@ a `TrainingError` naming the file: delete it to train that stage from its start,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
@@ -47,7 +46,7 @@ from ..model.card import CardMetric, ModelCardInfo
 from ..model.deepgaze import DeepGaze
 from .datamodule import FixationDataModule
 from .feature_build import build_feature_cache
-from .feature_cache import FeatureCache, feature_key
+from .feature_cache import FeatureCache, cache_directory
 from .module import DeepGazeModule
 from .recipe import Recipe, StageConfig, recipe_from_dict
 from .trainer import make_trainer
@@ -128,13 +127,11 @@ class RecipeRun:
         if not settings.enabled:
             return None
         root = Path(settings.dir) if settings.dir else self.run_dir / "features"
-        key = json.dumps(feature_key(model.config), sort_keys=True)
-        directory = root / hashlib.sha256(key.encode()).hexdigest()[:16]
-        cache = FeatureCache(directory, model.config, settings.dtype)
+        cache = FeatureCache(cache_directory(root, model.config), model.config, settings.dtype)
         dataset = self.dataset(dataset_name)
         missing = len(cache.missing(dataset.image_ids))
         if missing:
-            self.log(f"caching backbone features of {missing} images of {dataset_name} in {directory}")
+            self.log(f"caching backbone features of {missing} images of {dataset_name} in {cache.directory}")
             build_feature_cache(
                 model,
                 dataset,
