@@ -16,7 +16,7 @@ import deepgaze_hub
 ROOT = Path(deepgaze_hub.__file__).resolve().parent
 
 LAYERS = [
-    {"errors", "version"},
+    {"errors", "version", "_lazy"},
     {"io"},
     {"model", "data"},
     {"hub", "baselines", "visualization"},

@@ -18,21 +18,15 @@ Names are imported on first use, so ``settings`` and ``batcher`` work without it
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_getattr
 
 _EXPORTS = {
-    "BackgroundServer": "server",
-    "BatchStats": "batcher",
-    "MicroBatcher": "batcher",
-    "ServiceSettings": "settings",
-    "create_app": "app",
+    "BackgroundServer": ".server",
+    "BatchStats": ".batcher",
+    "MicroBatcher": ".batcher",
+    "ServiceSettings": ".settings",
+    "create_app": ".app",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,36 +6,30 @@ The names below load their module on first use, so reading a feature cache
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 #: Public name -> the module of this package that defines it.
 _EXPORTS = {
-    "CallbackConfig": "trainer",
-    "DeepGazeModule": "module",
-    "FeatureCache": "feature_cache",
-    "FixationDataModule": "datamodule",
-    "LoggerConfig": "trainer",
-    "Recipe": "recipe",
-    "RecipeRun": "runner",
-    "SizeBucketBatchSampler": "batching",
-    "TrainerConfig": "trainer",
-    "TrainingBatch": "batch",
-    "build_feature_cache": "feature_build",
-    "load_recipe": "recipe",
-    "make_trainer": "trainer",
-    "open_feature_cache": "feature_cache",
+    "CallbackConfig": ".trainer",
+    "DeepGazeModule": ".module",
+    "FeatureCache": ".feature_cache",
+    "FixationDataModule": ".datamodule",
+    "LoggerConfig": ".trainer",
+    "Recipe": ".recipe",
+    "RecipeRun": ".runner",
+    "SizeBucketBatchSampler": ".batching",
+    "TrainerConfig": ".trainer",
+    "TrainingBatch": ".batch",
+    "build_feature_cache": ".feature_build",
+    "load_recipe": ".recipe",
+    "make_trainer": ".trainer",
+    "open_feature_cache": ".feature_cache",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:
