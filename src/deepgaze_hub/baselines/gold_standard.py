@@ -137,10 +137,9 @@ class GoldStandardModel:
     def _work(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A float64 work tensor of ``shape``, reused from call to call (fresh memory is slow to touch)."""
         size = math.prod(shape)
-        buffers = self.__dict__.setdefault("_buffers", {})  # (also on a model unpickled from an older version)
-        buffer = buffers.get(name)
+        buffer = self._buffers.get(name)
         if buffer is None or buffer.numel() < size:
-            buffer = buffers[name] = torch.empty(size, dtype=torch.float64)
+            buffer = self._buffers[name] = torch.empty(size, dtype=torch.float64)
         return buffer[:size].view(shape)
 
 
